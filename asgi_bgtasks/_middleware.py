@@ -1,0 +1,265 @@
+"""The ASGI middleware: scope routing, the send wrapper, lifespan and hand-off."""
+
+import asyncio
+import logging
+import math
+from typing import Any, Literal, cast
+
+from asgiref.compatibility import guarantee_single_callable
+from asgiref.sync import iscoroutinefunction
+
+from ._runner import ErrorHandler, TaskRunner
+from ._stats import Ledger, Stats
+from ._tasks import SCOPE_KEY, BackgroundTasks, _current
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("asgi_bgtasks")
+
+Mode = Literal["auto", "detached", "inline"]
+
+MODE_DETACHED = (
+    "lifespan startup seen: background tasks run detached and are drained "
+    "on shutdown for up to %s s"
+)
+MODE_INLINE = "background tasks run inline, inside each request's ASGI call"
+LIFESPAN_UNSUPPORTED = (
+    "the app does not handle lifespan (it %s); BackgroundTasksMiddleware "
+    "completes the lifespan protocol itself so that tasks drain on shutdown"
+)
+LIFESPAN_ABORTED = (
+    "the app received lifespan.startup but %s without answering it; "
+    "BackgroundTasksMiddleware completes the lifespan protocol itself so that "
+    "tasks drain on shutdown"
+)
+
+
+class BackgroundTasksMiddleware:
+    """Run tasks added during a request after its response has been sent.
+
+    Wrap the whole ASGI app with it, outermost. See the docs for ``mode``
+    and what happens on errors and at shutdown.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        /,
+        *,
+        mode: Mode = "auto",
+        max_concurrency: int = 100,
+        max_pending: int = 10_000,
+        task_timeout: float | None = None,
+        shutdown_timeout: float = 30.0,
+        run_on_error: bool = False,
+        on_error: ErrorHandler | None = None,
+    ) -> None:
+        if mode not in ("auto", "detached", "inline"):
+            raise ValueError(
+                f"mode must be 'auto', 'detached' or 'inline', got {mode!r}"
+            )
+        _check_count("max_concurrency", max_concurrency)
+        _check_count("max_pending", max_pending)
+        if task_timeout is not None:
+            _check_seconds("task_timeout", task_timeout, allow_zero=False)
+        _check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
+        if not isinstance(run_on_error, bool):
+            raise TypeError(f"run_on_error must be a bool, got {run_on_error!r}")
+        if on_error is not None and (
+            not callable(on_error) or iscoroutinefunction(on_error)
+        ):
+            raise TypeError(
+                f"on_error must be a plain (not async) callable, got {on_error!r}"
+            )
+        single = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self.app: ASGIApp = cast(ASGIApp, single)
+        self.mode = mode
+        self.max_pending = max_pending
+        self.shutdown_timeout = shutdown_timeout
+        self.run_on_error = run_on_error
+        self._ledger = Ledger()
+        self._runner = TaskRunner(
+            self._ledger,
+            max_concurrency=max_concurrency,
+            task_timeout=task_timeout,
+            on_error=on_error,
+        )
+        self._detached = mode == "detached"
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the task counters."""
+        return self._ledger.snapshot()
+
+    async def join(self) -> None:
+        """Wait until every task scheduled so far has ended."""
+        await self._ledger.join()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type in _REQUESTS and SCOPE_KEY not in scope:
+            await self._request(scope, receive, send)
+        elif scope_type == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:  # another scope type, or an outer BackgroundTasksMiddleware has it
+            await self.app(scope, receive, send)
+
+    async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tasks = scope[SCOPE_KEY] = BackgroundTasks(self._ledger)
+        token = _current.set(tasks)
+        watch = _ResponseWatch(send) if scope["type"] == "http" else None
+        try:
+            await self.app(scope, receive, send if watch is None else watch.send)
+        except BaseException as error:
+            await self._hand_off(tasks, _why_not_run(watch, error), error)
+            raise
+        else:
+            await self._hand_off(tasks, _why_not_run(watch, None), None)
+        finally:
+            _current.reset(token)
+
+    async def _hand_off(
+        self, tasks: BackgroundTasks, why_not: str | None, error: BaseException | None
+    ) -> None:
+        """Run, detach or drop a finished request's tasks."""
+        if tasks._close_if_empty():
+            return
+        runner = self._runner
+        if why_not is not None and not self.run_on_error:
+            runner.drop(tasks, why_not)
+        elif isinstance(error, asyncio.CancelledError):
+            # This coroutine is being cancelled: it cannot run the chain itself.
+            if self._detached and not runner.closing:
+                runner.submit(tasks)
+            else:
+                runner.abandon(tasks)
+        elif (
+            self._detached
+            and not runner.closing
+            and self._ledger.pending <= self.max_pending
+        ):
+            runner.submit(tasks)
+        else:
+            await runner.run(tasks)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass lifespan through; drain tasks before the app sees shutdown."""
+        received_startup = False
+        answered_startup = False
+
+        async def receive_and_drain() -> Message:
+            nonlocal received_startup
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                received_startup = True
+            elif message["type"] == "lifespan.shutdown":
+                await self._runner.shutdown(self.shutdown_timeout)
+            return message
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal answered_startup
+            if message["type"] == "lifespan.startup.complete":
+                answered_startup = True
+                self._started()
+            elif message["type"] == "lifespan.startup.failed":
+                answered_startup = True
+            await send(message)
+
+        error: Exception | None = None
+        try:
+            await self.app(scope, receive_and_drain, send_and_watch)
+        except Exception as raised:
+            if answered_startup:
+                raise
+            error = raised
+        else:
+            if answered_startup:
+                return
+        how = "returned" if error is None else f"raised {type(error).__name__}: {error}"
+        if received_startup:
+            logger.warning(LIFESPAN_ABORTED, how, exc_info=error)
+        else:
+            logger.info(LIFESPAN_UNSUPPORTED, how)
+        # The app does not speak lifespan: speak it for the app.
+        if not received_startup:
+            await receive_and_drain()
+        self._started()
+        await send({"type": "lifespan.startup.complete"})
+        await receive_and_drain()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def _started(self) -> None:
+        if self.mode == "inline":
+            logger.info(MODE_INLINE)
+        else:
+            self._detached = True
+            logger.info(MODE_DETACHED, self.shutdown_timeout)
+
+
+_REQUESTS = frozenset({"http", "websocket"})
+_BODY_ENDS = frozenset(
+    {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
+)
+
+
+class _ResponseWatch:
+    """Wraps ``send`` to learn the status and whether the response ended."""
+
+    __slots__ = ("_send", "ended", "status", "trailers")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.trailers = False
+        self.ended = False
+
+    async def send(self, message: Message) -> None:
+        message_type = message["type"]
+        if message_type in _BODY_ENDS:
+            if not self.trailers and not message.get("more_body", False):
+                self.ended = True
+        elif message_type == "http.response.start":
+            self.status = message["status"]
+            self.trailers = message.get("trailers", False)
+        elif (
+            message_type == "http.response.trailers"
+            and self.trailers
+            and not message.get("more_trailers", False)
+        ):
+            self.ended = True
+        await self._send(message)
+
+
+def _why_not_run(
+    watch: _ResponseWatch | None, error: BaseException | None
+) -> str | None:
+    """Why a request's tasks must not run, or None if they should."""
+    if watch is None:  # websocket: only a failing app call stops them
+        return None if error is None else f"the app {_failed(error)}"
+    if error is not None and not watch.ended:
+        return f"the app {_failed(error)} before its final response message"
+    if watch.status == 0:
+        return "the app sent no response"
+    if watch.status >= 500:
+        return f"the response status was {watch.status}"
+    return None
+
+
+def _failed(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "was cancelled"
+    return f"raised {type(error).__name__}"
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")

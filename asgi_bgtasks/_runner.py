@@ -1,0 +1,195 @@
+"""Running requests' task chains: inline or detached, bounded, timed, logged."""
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from asgiref.sync import sync_to_async
+
+from ._stats import Ledger, Outcome
+from ._tasks import BackgroundTasks, TaskInfo, _Task
+
+logger = logging.getLogger("asgi_bgtasks")
+
+TASK_FAILED = "background task %s failed"
+TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
+TASK_UNFINISHED = "background task %s did not finish: cancelled while %s"
+TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
+ON_ERROR_FAILED = "on_error raised while handling background task %s"
+
+ErrorHandler = Callable[[TaskInfo, BaseException], None]
+
+
+class TaskRunner:
+    """Runs task chains, at most ``max_concurrency`` at once, in FIFO order.
+
+    A chain is one request's `BackgroundTasks`, run sequentially. Inline
+    chains run in the caller's coroutine; detached ones in worker tasks owned
+    here. Both wait in one queue for a free slot.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        max_concurrency: int,
+        task_timeout: float | None,
+        on_error: ErrorHandler | None,
+    ) -> None:
+        self._ledger = ledger
+        self._limit = max_concurrency
+        self._timeout = task_timeout
+        self._on_error = on_error
+        self._active = 0  # chains holding a slot; < limit only if queue is empty
+        self._queue: deque[BackgroundTasks | asyncio.Future[None]] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def submit(self, tasks: BackgroundTasks) -> None:
+        """Run ``tasks`` detached: return at once, the chain runs in a worker."""
+        if self._active < self._limit:
+            self._active += 1
+            self._spawn(tasks)
+        else:
+            self._queue.append(tasks)
+
+    async def run(self, tasks: BackgroundTasks) -> None:
+        """Run ``tasks`` inline: return when the chain has ended."""
+        if self._active < self._limit:
+            self._active += 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            self._queue.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # the slot was ours already
+                self.abandon(tasks)
+                raise
+        try:
+            await self._run_chain(tasks)
+        finally:
+            self._release()
+
+    def drop(self, tasks: BackgroundTasks, reason: str) -> None:
+        """Never run ``tasks``: count them and say why in one WARNING."""
+        dropped = tasks._close()
+        if dropped:
+            self._ledger.drop(len(dropped))
+            names = ", ".join(task.name for task in dropped)
+            logger.warning(TASKS_DROPPED, len(dropped), reason, names)
+
+    def abandon(self, tasks: BackgroundTasks) -> None:
+        """Drop the tasks of a cancelled chain, one ERROR each."""
+        dropped = tasks._close()
+        self._ledger.drop(len(dropped))
+        for task in dropped:
+            logger.error(TASK_UNFINISHED, task.name, "pending")
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking detached work; wait for all tasks, then cancel the rest."""
+        self.closing = True
+        try:
+            await asyncio.wait_for(self._ledger.join(), timeout)
+        except asyncio.TimeoutError:
+            queued = [item for item in self._queue if isinstance(item, BackgroundTasks)]
+            for tasks in queued:
+                self._queue.remove(tasks)
+                self.abandon(tasks)
+            workers = list(self._workers)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _spawn(self, tasks: BackgroundTasks) -> None:
+        worker = asyncio.get_running_loop().create_task(self._work(tasks))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, tasks: BackgroundTasks) -> None:
+        try:
+            await self._run_chain(tasks)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Hand our slot to the next chain in the queue, or free it."""
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, BackgroundTasks):
+                self._spawn(item)
+                return
+            if not item.done():
+                item.set_result(None)
+                return
+        self._active -= 1
+
+    async def _run_chain(self, tasks: BackgroundTasks) -> None:
+        try:
+            while (task := tasks._take_next()) is not None:
+                await self._run_task(task)
+        except asyncio.CancelledError:
+            self.abandon(tasks)
+            raise
+
+    async def _run_task(self, task: _Task) -> None:
+        self._ledger.start()
+        call = task.context.run(asyncio.ensure_future, _call(task))
+        try:
+            outcome, error = await self._outcome(call)
+        except asyncio.CancelledError:
+            call.cancel()
+            self._ledger.finish("dropped")
+            logger.error(TASK_UNFINISHED, task.name, "running")
+            raise
+        self._ledger.finish(outcome)
+        if error is not None:
+            self._report(task, outcome, error)
+
+    async def _outcome(
+        self, call: "asyncio.Future[BaseException | None]"
+    ) -> tuple[Outcome, BaseException | None]:
+        done, _ = await asyncio.wait((call,), timeout=self._timeout)
+        if not done:
+            call.cancel()
+            await asyncio.wait((call,))
+            return "timed_out", asyncio.TimeoutError()
+        if call.cancelled():
+            return "failed", asyncio.CancelledError()
+        error = call.result()
+        return ("succeeded", None) if error is None else ("failed", error)
+
+    def _report(self, task: _Task, outcome: Outcome, error: BaseException) -> None:
+        if outcome == "timed_out":
+            logger.error(TASK_TIMED_OUT, task.name, self._timeout)
+        else:
+            logger.error(TASK_FAILED, task.name, exc_info=error)
+        if self._on_error is not None:
+            try:
+                self._on_error(task.info, error)
+            except Exception:
+                logger.exception(ON_ERROR_FAILED, task.name)
+
+
+async def _call(task: _Task) -> BaseException | None:
+    """Call the task; return what it raised instead of raising it.
+
+    Returning the error keeps KeyboardInterrupt and SystemExit raised by a
+    task from stopping the event loop. Cancellation still propagates.
+    """
+    try:
+        if task.is_async:
+            await task.func(*task.args, **task.kwargs)
+        else:
+            blocking = sync_to_async(task.func, thread_sensitive=False)
+            result = await blocking(*task.args, **task.kwargs)
+            if inspect.isawaitable(result):
+                await result  # a plain lambda that returns a coroutine
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        return error
+    return None
