@@ -154,8 +154,9 @@ class TaskRunner:
     ) -> tuple[Outcome, BaseException | None]:
         done, _ = await asyncio.wait((call,), timeout=self._timeout)
         if not done:
+            # A blocking function's thread cannot be stopped: it finishes on
+            # its own, unsupervised, while the chain moves on.
             call.cancel()
-            await asyncio.wait((call,))
             return "timed_out", asyncio.TimeoutError()
         if call.cancelled():
             return "failed", asyncio.CancelledError()
