@@ -91,7 +91,8 @@ def task_name(func: Any) -> str:
         func = func.func
     if not hasattr(func, "__qualname__"):
         func = type(func)  # a callable instance: name its class
-    return f"{func.__module__}.{func.__qualname__}"
+    module = getattr(func, "__module__", None)  # None for e.g. list.append
+    return func.__qualname__ if module is None else f"{module}.{func.__qualname__}"
 
 
 class BackgroundTasks:

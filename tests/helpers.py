@@ -1,6 +1,7 @@
 """Raw-ASGI building blocks shared by the tests."""
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,10 +39,13 @@ class Recorder:
     def __init__(self, events: list[Any]) -> None:
         self.events = events
         self.messages: list[Message] = []
+        self.body_sent = asyncio.Event()
 
     async def __call__(self, message: Message) -> None:
         self.messages.append(message)
         self.events.append(message["type"])
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.body_sent.set()
 
 
 def recording_task(events: list[Any]) -> Callable[[str], Any]:
@@ -78,6 +82,31 @@ async def call(app: Any, events: list[Any], scope: Any = None) -> Recorder:
     return recorder
 
 
+async def start_request(
+    app: Any, events: list[Any], path: str = "/"
+) -> "asyncio.Task[None]":
+    """Call ``app`` in a task; return once the response body has been sent."""
+    recorder = Recorder(events)
+    request = asyncio.create_task(app(http_scope(path), request_receive, recorder))
+    await recorder.body_sent.wait()
+    return request
+
+
+class Gate:
+    """Tasks that wait at a gate; the test sees each one arrive."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.opened = asyncio.Event()
+        self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def task(self, label: str) -> None:
+        self.events.append(f"{label} started")
+        self.arrived[label].set()
+        await self.opened.wait()
+        self.events.append(f"{label} done")
+
+
 def assert_accounted(stats: Any) -> None:
     """The stats identity of the design contract."""
     assert stats.pending >= 0
@@ -112,3 +141,34 @@ class Lifespan:
     async def shutdown(self) -> Message:
         await self.to_app.put({"type": "lifespan.shutdown"})
         return await self.from_app.get()
+
+
+def with_lifespan(http_app: Any, events: list[Any]) -> Callable[..., Any]:
+    """Wrap ``http_app`` in an app that speaks lifespan and logs shutdown."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await http_app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                events.append("app saw shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return app
+
+
+def scheduling(*tasks: tuple[Any, ...]) -> Callable[..., Any]:
+    """An HTTP app that adds each ``(func, *args)`` and answers 200."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for func, *args in tasks:
+            add_task(func, *args)
+        await send(START_200)
+        await send(BODY)
+
+    return app

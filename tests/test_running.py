@@ -6,23 +6,11 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from helpers import BODY, START_200, assert_accounted, call
+from helpers import BODY, START_200, assert_accounted, call, scheduling
 
 from asgi_bgtasks import BackgroundTasksMiddleware, TaskInfo, add_task
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
-
-
-def app_scheduling(*tasks: tuple[object, ...]) -> object:
-    """An app that adds each ``(func, *args)`` and answers 200."""
-
-    async def app(scope: object, receive: object, send: object) -> None:
-        for func, *args in tasks:
-            add_task(func, *args)  # type: ignore[arg-type]
-        await send(START_200)
-        await send(BODY)
-
-    return app
 
 
 async def test_tasks_of_one_request_run_sequentially_in_order_added(
@@ -37,7 +25,7 @@ async def test_tasks_of_one_request_run_sequentially_in_order_added(
         events.append(label)
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((slow_async, "1"), (blocking, "2"), (slow_async, "3"))
+        scheduling((slow_async, "1"), (blocking, "2"), (slow_async, "3"))
     )
 
     await call(app, events)
@@ -56,10 +44,10 @@ async def test_sync_tasks_run_in_a_worker_thread_not_thread_sensitive() -> None:
         met.append(theirs.wait(timeout=30))
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((meet, first_arrived, second_arrived)), mode="detached"
+        scheduling((meet, first_arrived, second_arrived)), mode="detached"
     )
     other = BackgroundTasksMiddleware(
-        app_scheduling((meet, second_arrived, first_arrived)), mode="detached"
+        scheduling((meet, second_arrived, first_arrived)), mode="detached"
     )
 
     await call(app, [])
@@ -76,7 +64,7 @@ async def test_failing_task_is_logged_by_name_without_arguments_and_next_runs(
         raise ConnectionRefusedError("smtp down")
 
     app = BackgroundTasksMiddleware(
-        app_scheduling(
+        scheduling(
             (send_welcome_email, "bob@example.com", "s3cr3t"),
             (events.append, "next task ran"),
         )
@@ -106,7 +94,7 @@ async def test_on_error_receives_task_info_and_exception() -> None:
         raise ValueError("nope")
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((flaky,)),
+        scheduling((flaky,)),
         on_error=lambda info, error: reported.append((info, error)),
     )
 
@@ -128,7 +116,7 @@ async def test_on_error_that_raises_is_logged_and_does_not_stop_tasks(
         raise RuntimeError("handler bug")
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((flaky,), (events.append, "after")), on_error=broken_handler
+        scheduling((flaky,), (events.append, "after")), on_error=broken_handler
     )
 
     await call(app, events)
@@ -153,7 +141,7 @@ async def test_task_past_timeout_is_cancelled_and_counted_timed_out(
             raise
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((hangs,), (events.append, "next")),
+        scheduling((hangs,), (events.append, "next")),
         task_timeout=0.01,
         on_error=lambda info, error: reported.append(error),
     )
@@ -180,7 +168,7 @@ async def test_blocking_task_past_timeout_is_counted_and_the_chain_moves_on(
         events.append("thread finished")
 
     app = BackgroundTasksMiddleware(
-        app_scheduling((blocks,), (events.append, "next")), task_timeout=0.01
+        scheduling((blocks,), (events.append, "next")), task_timeout=0.01
     )
 
     await call(app, events)
@@ -235,7 +223,7 @@ async def test_context_changes_by_a_task_do_not_leak_into_the_next(
     async def report() -> None:
         events.append(request_id.get("unset"))
 
-    await call(BackgroundTasksMiddleware(app_scheduling((change,), (report,))), events)
+    await call(BackgroundTasksMiddleware(scheduling((change,), (report,))), events)
 
     assert events[-1] == "unset"
 
@@ -249,7 +237,7 @@ async def test_base_exceptions_from_a_task_count_as_failed_and_stop_nothing(
     async def raises() -> None:
         raise error
 
-    app = BackgroundTasksMiddleware(app_scheduling((raises,), (events.append, "next")))
+    app = BackgroundTasksMiddleware(scheduling((raises,), (events.append, "next")))
 
     await call(app, events)
 
@@ -264,7 +252,7 @@ async def test_sync_callable_returning_a_coroutine_has_it_awaited(
     async def send_email(label: str) -> None:
         events.append(label)
 
-    app = BackgroundTasksMiddleware(app_scheduling((lambda: send_email("awaited"),)))
+    app = BackgroundTasksMiddleware(scheduling((lambda: send_email("awaited"),)))
 
     await call(app, events)
 

@@ -1,0 +1,220 @@
+"""Drain modes: inline, detached, auto; concurrency and backpressure."""
+
+import asyncio
+
+import pytest
+from helpers import (
+    Gate,
+    Lifespan,
+    call,
+    http_scope,
+    scheduling,
+    start_request,
+    with_lifespan,
+)
+
+from asgi_bgtasks import BackgroundTasksMiddleware
+
+DETACHED_LOG = (
+    "lifespan startup seen: background tasks run detached and are drained "
+    "on shutdown for up to 30.0 s"
+)
+RESPONSE = ["http.response.start", "http.response.body"]
+
+
+async def call_and_note(app: object, events: list[object], label: str) -> None:
+    await call(app, events, http_scope(f"/{label}"))
+    events.append(f"{label} call returned")
+
+
+def numbered_requests(task: object) -> object:
+    """An app whose request to ``/N`` schedules ``task("N")``."""
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        await scheduling((task, scope["path"][1:]))(scope, receive, send)
+
+    return app
+
+
+async def test_auto_mode_runs_inline_without_lifespan(events: list[object]) -> None:
+    app = BackgroundTasksMiddleware(scheduling((events.append, "task")))
+
+    await call_and_note(app, events, "request")
+
+    assert events == [*RESPONSE, "task", "request call returned"]
+
+
+async def test_auto_mode_runs_detached_after_lifespan_startup(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((gate.task, "task")), events)
+    )
+    await Lifespan(app).startup()
+
+    await asyncio.wait_for(call_and_note(app, events, "request"), timeout=30)
+    gate.opened.set()
+    await app.join()
+
+    assert events == [*RESPONSE, "request call returned", "task started", "task done"]
+    assert caplog.messages == [DETACHED_LOG]
+
+
+async def test_inline_mode_stays_inline_after_lifespan_startup(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((events.append, "task")), events), mode="inline"
+    )
+    await Lifespan(app).startup()
+
+    await call_and_note(app, events, "request")
+
+    assert events == [*RESPONSE, "task", "request call returned"]
+    assert caplog.messages == [
+        "background tasks run inline, inside each request's ASGI call"
+    ]
+
+
+async def test_detached_mode_detaches_without_lifespan(events: list[object]) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(scheduling((gate.task, "task")), mode="detached")
+
+    await asyncio.wait_for(call_and_note(app, events, "request"), timeout=30)
+    gate.opened.set()
+    await app.join()
+
+    assert events == [*RESPONSE, "request call returned", "task started", "task done"]
+
+
+async def test_max_concurrency_bounds_chains_and_starts_them_in_order(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="detached", max_concurrency=2
+    )
+
+    for n in range(5):
+        await call(app, events, http_scope(f"/{n}"))
+    await gate.arrived["1"].wait()
+    for _ in range(20):  # loop turns, not time: queued chains must not start
+        await asyncio.sleep(0)
+
+    assert (app.stats.running, app.stats.pending) == (2, 3)
+    gate.opened.set()
+    await app.join()
+    started = [e for e in events if str(e).endswith("started")]
+    assert started == [f"{n} started" for n in range(5)]
+    assert app.stats.succeeded == 5
+
+
+async def test_overflow_past_max_pending_runs_inline_in_turn_and_loses_nothing(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
+    )
+    await call_and_note(app, events, "1")
+    await gate.arrived["1"].wait()  # 1 runs, holding the only slot
+    await call_and_note(app, events, "2")  # 1 pending: detached, queued
+    third = await start_request(app, events, "/3")  # 2 pending: inline, waits
+
+    assert not third.done()
+    gate.opened.set()
+    await third
+
+    assert events[-5:] == ["1 done", "2 started", "2 done", "3 started", "3 done"]
+    assert app.stats.succeeded == 3
+
+
+async def test_inline_chain_cancelled_while_waiting_for_a_slot_is_dropped_loudly(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="inline", max_concurrency=1
+    )
+    first = await start_request(app, events, "/1")
+    await gate.arrived["1"].wait()
+    second = await start_request(app, events, "/2")
+
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    gate.opened.set()
+    await first
+    await call(app, events, http_scope("/3"))  # the slot was not leaked
+
+    assert "2 started" not in events
+    assert events[-1] == "3 done"
+    assert caplog.messages == [
+        "background task helpers.Gate.task did not finish: cancelled while pending"
+    ]
+    assert app.stats.dropped == 1
+
+
+async def test_waiter_cancelled_just_as_it_gets_the_slot_hands_the_slot_on(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="inline", max_concurrency=1
+    )
+    waiting: list[asyncio.Task[None]] = []
+
+    async def first_then_cancel_second() -> None:
+        await call(app, events, http_scope("/1"))
+        # Same loop step as the hand-over: the second waiter's turn is
+        # already granted when its cancellation arrives.
+        waiting[0].cancel()
+
+    first = asyncio.create_task(first_then_cancel_second())
+    await gate.arrived["1"].wait()
+    waiting.append(await start_request(app, events, "/2"))
+    gate.opened.set()
+    await first
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting[0]
+    await call(app, events, http_scope("/3"))  # the slot was handed on
+
+    assert "2 started" not in events
+    assert events[-1] == "3 done"
+    assert app.stats.dropped == 1
+
+
+async def test_tasks_after_shutdown_run_inline(events: list[object]) -> None:
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((events.append, "task")), events)
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await lifespan.shutdown()
+
+    await call_and_note(app, events, "late request")
+
+    assert events[-2:] == ["task", "late request call returned"]
+
+
+async def test_request_cancelled_after_shutdown_drops_its_tasks_loudly(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def lingers(scope: object, receive: object, send: object) -> None:
+        await scheduling((events.append, "task"))(scope, receive, send)
+        await asyncio.Event().wait()
+
+    app = BackgroundTasksMiddleware(with_lifespan(lingers, events))
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await lifespan.shutdown()
+    request = await start_request(app, events)
+    request.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    assert "task" not in events
+    assert caplog.messages[-1].endswith("did not finish: cancelled while pending")
