@@ -151,7 +151,7 @@ class BackgroundTasksMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 received_startup = True
-            elif message["type"] == "lifespan.shutdown":
+            else:  # lifespan.shutdown
                 await self._runner.shutdown(self.shutdown_timeout)
             return message
 

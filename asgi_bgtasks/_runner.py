@@ -77,10 +77,9 @@ class TaskRunner:
     def drop(self, tasks: BackgroundTasks, reason: str) -> None:
         """Never run ``tasks``: count them and say why in one WARNING."""
         dropped = tasks._close()
-        if dropped:
-            self._ledger.drop(len(dropped))
-            names = ", ".join(task.name for task in dropped)
-            logger.warning(TASKS_DROPPED, len(dropped), reason, names)
+        self._ledger.drop(len(dropped))
+        names = ", ".join(task.name for task in dropped)
+        logger.warning(TASKS_DROPPED, len(dropped), reason, names)
 
     def abandon(self, tasks: BackgroundTasks) -> None:
         """Drop the tasks of a cancelled chain, one ERROR each."""

@@ -1,0 +1,105 @@
+"""Every scheduled task is counted once; the stats identity always holds."""
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+
+import pytest
+from helpers import BODY, Lifespan, assert_accounted, call, http_scope, with_lifespan
+
+from asgi_bgtasks import BackgroundTasksMiddleware, Stats, add_task
+
+
+async def test_stats_is_an_immutable_snapshot() -> None:
+    app = BackgroundTasksMiddleware(with_lifespan(lambda *a: None, []))
+    before = app.stats
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.scheduled = 1  # type: ignore[misc]
+    assert before == Stats(
+        scheduled=0, succeeded=0, failed=0, timed_out=0, dropped=0, running=0, pending=0
+    )
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_identity_holds_at_every_step_under_concurrent_mixed_load(
+    mode: str,
+) -> None:
+    rng = random.Random(20261122)
+    samples: list[Stats] = []
+    middleware: list[BackgroundTasksMiddleware] = []
+
+    def sample() -> None:
+        samples.append(middleware[0].stats)
+
+    async def ok() -> None:
+        sample()
+        await asyncio.sleep(0)
+
+    def blocking_ok() -> None:
+        pass
+
+    async def fails() -> None:
+        sample()
+        raise ValueError("task bug")
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    kinds = {"ok": ok, "sync": blocking_ok, "fails": fails, "hangs": hangs}
+    plans = [
+        (
+            rng.choice(["200", "200", "200", "500", "crash"]),
+            [rng.choice(["ok", "sync", "fails"]) for _ in range(rng.randint(0, 3))],
+        )
+        for _ in range(300)
+    ]
+    for n in rng.sample(range(len(plans)), 6):  # a few, each holds a slot 3 s
+        plans[n][1].append("hangs")
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        outcome, plan = plans[int(scope["path"][1:])]
+        for kind in plan:
+            add_task(kinds[kind])
+            sample()
+        await asyncio.sleep(0)
+        status = 500 if outcome == "500" else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})  # type: ignore[operator]
+        if outcome == "crash":
+            raise RuntimeError("view bug")
+        await send(BODY)  # type: ignore[operator]
+
+    middleware.append(
+        BackgroundTasksMiddleware(
+            with_lifespan(app, []), mode=mode, max_concurrency=20, task_timeout=3
+        )
+    )  # type: ignore[arg-type]
+    lifespan = Lifespan(middleware[0])
+    await lifespan.startup()
+
+    async def request(n: int) -> None:
+        sample()
+        with contextlib.suppress(RuntimeError):
+            await call(middleware[0], [], http_scope(f"/{n}"))
+        sample()
+
+    await asyncio.gather(*(request(n) for n in range(len(plans))))
+    await middleware[0].join()
+    await lifespan.shutdown()
+
+    for stats in samples:
+        assert_accounted(stats)
+    final = middleware[0].stats
+    runs = [kinds_ for outcome, kinds_ in plans if outcome == "200"]
+    flat = [kind for plan in runs for kind in plan]
+    assert final == Stats(
+        scheduled=sum(len(plan) for _, plan in plans),
+        succeeded=flat.count("ok") + flat.count("sync"),
+        failed=flat.count("fails"),
+        timed_out=flat.count("hangs"),
+        dropped=sum(len(plan) for outcome, plan in plans if outcome != "200"),
+        running=0,
+        pending=0,
+    )
+    assert len(samples) > 1000
