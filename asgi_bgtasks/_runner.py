@@ -17,6 +17,7 @@ TASK_FAILED = "background task %s failed"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
 TASK_UNFINISHED = "background task %s did not finish: cancelled while %s"
 TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
+DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
 
 ErrorHandler = Callable[[TaskInfo, BaseException], None]
@@ -91,6 +92,9 @@ class TaskRunner:
     async def shutdown(self, timeout: float) -> None:
         """Stop taking detached work; wait for all tasks, then cancel the rest."""
         self.closing = True
+        unfinished = self._ledger.running + self._ledger.pending
+        if unfinished:
+            logger.info(DRAINING, timeout, unfinished)
         try:
             await asyncio.wait_for(self._ledger.join(), timeout)
         except asyncio.TimeoutError:

@@ -1,0 +1,79 @@
+"""Start an example under a real hypercorn on 127.0.0.1, and always stop it."""
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Server:
+    """A running hypercorn: its base URL, process and combined output."""
+
+    url: str
+    process: "subprocess.Popen[bytes]"
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def run_hypercorn(app: str, *args: str, ready_within: float = 30.0) -> Iterator[Server]:
+    """Serve ``app`` (``module:attr``) on a free port; SIGTERM it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*command, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        server = Server(f"http://127.0.0.1:{port}", process, log)
+        try:
+            _wait_until_serving(server, ready_within)
+            yield server
+        finally:
+            stop(server)
+
+
+def stop(server: Server) -> None:
+    """SIGTERM the server and wait for it to exit (killing it after 60 s)."""
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def _wait_until_serving(server: Server, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"hypercorn exited with {server.process.returncode}:\n"
+                + server.output()
+            )
+        try:
+            httpx.get(server.url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"hypercorn did not serve {server.url} within {limit} s")
