@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any, ParamSpec
 
 from asgiref.sync import iscoroutinefunction
@@ -78,6 +79,8 @@ class _Task:
 
 
 def _is_async_callable(func: Any) -> bool:
+    if type(func) is FunctionType and not func.__dict__:  # fast, common case
+        return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
     while isinstance(func, functools.partial):
         func = func.func
     if inspect.isclass(func):

@@ -42,14 +42,16 @@ async def test_shutdown_drains_tasks_before_the_app_sees_shutdown(
     assert app.stats.succeeded == 1
 
 
+@pytest.mark.parametrize("task_timeout", [None, 60.0])
 async def test_shutdown_timeout_cancels_and_logs_each_unfinished_task(
-    events: list[object], caplog: pytest.LogCaptureFixture
+    events: list[object], caplog: pytest.LogCaptureFixture, task_timeout: float | None
 ) -> None:
     gate = Gate(events)
     app = BackgroundTasksMiddleware(
         with_lifespan(scheduling((gate.task, "first"), (gate.task, "second")), events),
         max_concurrency=1,
         shutdown_timeout=0.01,
+        task_timeout=task_timeout,
     )
     lifespan = Lifespan(app)
     await lifespan.startup()
