@@ -133,31 +133,39 @@ class BackgroundTasks:
             self._ledger.scheduled += 1
 
     def _take_next(self) -> _Task | None:
-        """The next task to run, or None after closing the list: it is done."""
-        with self._ledger.lock:
-            items = self._items or []
-            if self._next == len(items):
-                self._closed = True
-                return None
-            task = items[self._next]
-            items[self._next] = None  # let its arguments go once it has run
-            self._next += 1
-            return task
-
-    def _close(self) -> list[_Task]:
-        """Close the list and return the tasks that never started."""
-        with self._ledger.lock:
-            self._closed = True
-            items = self._items or []
-            return [task for task in items[self._next :] if task is not None]
+        """The next task of a started chain, or None once it is done."""
+        items = self._items or []
+        if self._next == len(items) and self._sealed():
+            return None
+        task = items[self._next]
+        items[self._next] = None  # let its arguments go once it has run
+        self._next += 1
+        return task
 
     def _close_if_empty(self) -> bool:
         """Close the list if nothing was scheduled; True if it was empty."""
-        with self._ledger.lock:
-            if self._items is None:
-                self._closed = True
-                return True
+        return self._items is None and self._sealed()
+
+    def _close(self) -> list[_Task]:
+        """Close the list and return the tasks that never started."""
+        self._sealed()
+        return [task for task in (self._items or [])[self._next :] if task]
+
+    def _sealed(self) -> bool:
+        """Close to new tasks, unless one arrived meanwhile; True if closed.
+
+        Runs on the event loop. The lock is only waited for when an
+        ``add_task`` in another thread holds it: then it may be mid-append.
+        """
+        self._closed = True
+        lock = self._ledger.lock
+        if lock.locked():
+            with lock:
+                pass
+        if self._next < len(self._items or ()):
+            self._closed = False
             return False
+        return True
 
 
 def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
