@@ -172,3 +172,14 @@ def scheduling(*tasks: tuple[Any, ...]) -> Callable[..., Any]:
         await send(BODY)
 
     return app
+
+
+def lingering(*tasks: tuple[Any, ...]) -> Callable[..., Any]:
+    """Like `scheduling`, but the app call then waits until cancelled."""
+    respond = scheduling(*tasks)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await respond(scope, receive, send)
+        await asyncio.Event().wait()
+
+    return app

@@ -3,7 +3,15 @@
 import asyncio
 
 import pytest
-from helpers import BODY, START_200, app_that, call, recording_task
+from helpers import (
+    BODY,
+    START_200,
+    app_that,
+    call,
+    lingering,
+    recording_task,
+    start_request,
+)
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
@@ -101,20 +109,10 @@ async def test_run_on_error_runs_the_tasks_anyway(
 async def test_request_cancelled_after_its_response_loses_inline_tasks_loudly(
     events: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    response_sent = asyncio.Event()
-    task = recording_task(events)
-
-    async def lingers(scope: object, receive: object, send: object) -> None:
-
-        add_task(task, "task")
-        await send(START_200)
-        await send(BODY)
-        response_sent.set()
-        await asyncio.Event().wait()
-
-    app = BackgroundTasksMiddleware(lingers, mode="inline")
-    request = asyncio.create_task(call(app, events))
-    await response_sent.wait()
+    app = BackgroundTasksMiddleware(
+        lingering((recording_task(events), "task")), mode="inline"
+    )
+    request = await start_request(app, events)
     request.cancel()
 
     with pytest.raises(asyncio.CancelledError):
@@ -132,20 +130,10 @@ async def test_request_cancelled_after_its_response_loses_inline_tasks_loudly(
 async def test_request_cancelled_after_its_response_hands_tasks_to_detached(
     events: list[object],
 ) -> None:
-    response_sent = asyncio.Event()
-    task = recording_task(events)
-
-    async def lingers(scope: object, receive: object, send: object) -> None:
-
-        add_task(task, "task")
-        await send(START_200)
-        await send(BODY)
-        response_sent.set()
-        await asyncio.Event().wait()
-
-    app = BackgroundTasksMiddleware(lingers, mode="detached")
-    request = asyncio.create_task(call(app, events))
-    await response_sent.wait()
+    app = BackgroundTasksMiddleware(
+        lingering((recording_task(events), "task")), mode="detached"
+    )
+    request = await start_request(app, events)
     request.cancel()
 
     with pytest.raises(asyncio.CancelledError):

@@ -8,6 +8,7 @@ from helpers import (
     Lifespan,
     call,
     http_scope,
+    lingering,
     scheduling,
     start_request,
     with_lifespan,
@@ -202,11 +203,9 @@ async def test_tasks_after_shutdown_run_inline(events: list[object]) -> None:
 async def test_request_cancelled_after_shutdown_drops_its_tasks_loudly(
     events: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def lingers(scope: object, receive: object, send: object) -> None:
-        await scheduling((events.append, "task"))(scope, receive, send)
-        await asyncio.Event().wait()
-
-    app = BackgroundTasksMiddleware(with_lifespan(lingers, events))
+    app = BackgroundTasksMiddleware(
+        with_lifespan(lingering((events.append, "task")), events)
+    )
     lifespan = Lifespan(app)
     await lifespan.startup()
     await lifespan.shutdown()
