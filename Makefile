@@ -18,8 +18,8 @@ test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check asgi_bgtasks tests examples
+	$(BIN)/ruff format --check asgi_bgtasks tests examples
 	$(BIN)/mypy
 
 demo: install
