@@ -94,7 +94,7 @@ class TaskRunner:
     async def shutdown(self, timeout: float) -> None:
         """Stop taking detached work; wait for all tasks, then cancel the rest."""
         self.closing = True
-        unfinished = self._ledger.running + self._ledger.pending
+        unfinished = self._ledger.unfinished
         if unfinished:
             logger.info(DRAINING, timeout, unfinished)
         try:

@@ -45,9 +45,14 @@ class Ledger:
         self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
+    def unfinished(self) -> int:
+        """Tasks scheduled that have not ended yet: running or pending."""
+        return self.scheduled - sum(self._settled.values())
+
+    @property
     def pending(self) -> int:
         """Tasks scheduled that have neither started nor been dropped."""
-        return self.scheduled - self.running - sum(self._settled.values())
+        return self.unfinished - self.running
 
     def snapshot(self) -> Stats:
         """Read every counter at once."""
@@ -80,13 +85,13 @@ class Ledger:
 
     async def join(self) -> None:
         """Wait until every task scheduled so far has ended."""
-        while self.scheduled != sum(self._settled.values()):
+        while self.unfinished:
             waiter = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(waiter)
             await waiter
 
     def _wake_if_idle(self) -> None:
-        if self._idle_waiters and self.scheduled == sum(self._settled.values()):
+        if self._idle_waiters and not self.unfinished:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 if not waiter.done():
