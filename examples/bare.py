@@ -1,44 +1,28 @@
 """A bare ASGI app with background tasks. Run: ``hypercorn examples.bare:app``.
 
-``POST /signup?email=...`` answers 201 at once; the welcome e-mail (slow) and
-an audit line (blocking) go out after the response. ``GET /events`` shows
-what the tasks did, with ``time.monotonic()`` stamps.
+``POST /signup?email=...`` answers 201 at once; the welcome e-mail and a
+notification go out after the response. ``GET /report`` streams a CSV and
+logs the download once the last chunk is sent.
 """
 
-import asyncio
-import json
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
+from examples.tasks import (
+    log_report_download,
+    report_chunks,
+    send_welcome_email,
+    write_notification,
+)
 
 logging.basicConfig(level=logging.INFO)
-logger = logging.getLogger("examples.bare")
-
-events: list[dict[str, Any]] = []
 
 
-def record(what: str) -> None:
-    events.append({"event": what, "at": time.monotonic()})
-    logger.info(what)
-
-
-async def send_welcome_email(address: str) -> None:
-    record("send_welcome_email started")
-    await asyncio.sleep(0.5)  # stands in for a slow SMTP server
-    record("send_welcome_email finished")
-
-
-def write_audit_line(action: str) -> None:
-    record(f"write_audit_line({action}) ran in a worker thread")
-
-
-async def respond(send: Any, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json")]
+async def start(send: Any, status: int, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def bare_app(scope: Any, receive: Any, send: Any) -> None:
@@ -47,12 +31,18 @@ async def bare_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["method"] == "POST" and scope["path"] == "/signup":
         email = parse_qs(scope["query_string"].decode()).get("email", [""])[0]
         add_task(send_welcome_email, email)
-        add_task(write_audit_line, "signup")
-        await respond(send, 201, b'{"status": "welcome"}')
-    elif scope["path"] == "/events":
-        await respond(send, 200, json.dumps(events).encode())
+        add_task(write_notification, "someone signed up")
+        await start(send, 201, b"application/json")
+        await send({"type": "http.response.body", "body": b'{"status": "welcome"}'})
+    elif scope["path"] == "/report":
+        add_task(log_report_download, "csv")
+        await start(send, 200, b"text/csv")
+        async for chunk in report_chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
     else:
-        await respond(send, 404, b'{"error": "not found"}')
+        await start(send, 404, b"text/plain")
+        await send({"type": "http.response.body", "body": b"not found"})
 
 
 app = BackgroundTasksMiddleware(bare_app)

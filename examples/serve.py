@@ -1,6 +1,7 @@
-"""Start an example under a real hypercorn on 127.0.0.1, and always stop it."""
+"""Start an example under a real server on 127.0.0.1, and always stop it."""
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Server:
-    """A running hypercorn: its base URL, process and combined output."""
+    """A running server: its base URL, process and combined output."""
 
     url: str
     process: "subprocess.Popen[bytes]"
@@ -34,16 +35,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def run_hypercorn(
+    app: str, *args: str, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Server]:
+    """Serve ``app`` (``module:attr``) under hypercorn; SIGTERM it afterwards."""
+    return _run(["hypercorn", app, "--bind", "127.0.0.1:{port}", *args], env)
+
+
+def run_uvicorn(
+    app: str, *args: str, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Server]:
+    """Serve ``app`` (``module:attr``) under uvicorn; SIGTERM it afterwards."""
+    return _run(["uvicorn", app, "--host", "127.0.0.1", "--port", "{port}", *args], env)
+
+
 @contextlib.contextmanager
-def run_hypercorn(app: str, *args: str, ready_within: float = 30.0) -> Iterator[Server]:
-    """Serve ``app`` (``module:attr``) on a free port; SIGTERM it afterwards."""
+def _run(
+    command: list[str], env: dict[str, str] | None, ready_within: float = 30.0
+) -> Iterator[Server]:
     port = free_port()
-    command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", *(arg.format(port=port) for arg in command)]
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "server.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [*command, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                argv,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         server = Server(f"http://127.0.0.1:{port}", process, log)
         try:
@@ -68,7 +88,7 @@ def _wait_until_serving(server: Server, limit: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"hypercorn exited with {server.process.returncode}:\n"
+                f"the server exited with {server.process.returncode}:\n"
                 + server.output()
             )
         try:
@@ -76,4 +96,4 @@ def _wait_until_serving(server: Server, limit: float) -> None:
             return
         except httpx.TransportError:
             time.sleep(0.05)
-    raise RuntimeError(f"hypercorn did not serve {server.url} within {limit} s")
+    raise RuntimeError(f"the server did not serve {server.url} within {limit} s")

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from examples.django_app import views
+
+urlpatterns = [
+    path("register", views.register),
+    path("members/<int:pk>", views.member),
+    path("notify", views.notify),
+    path("broken", views.broken),
+    path("report", views.report),
+]

@@ -1,0 +1,45 @@
+"""An example served by a real server on 127.0.0.1, and its activity log.
+
+Every example writes its tasks' activity to a JSON-lines file and sends its
+mail to one shared SMTP sink; tests tell their own events apart by unique
+e-mail addresses and by reading only what was written after they began.
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from examples.serve import Server
+
+Event = dict[str, Any]
+
+
+class Example:
+    """One example app served by a real server, with its activity log."""
+
+    def __init__(self, server: Server, activity: Path) -> None:
+        self.server = server
+        self.url = server.url
+        self.activity = activity
+        self.activity.touch()
+
+    def mark(self) -> int:
+        """A position in the activity log; see :meth:`events_since`."""
+        return self.activity.stat().st_size
+
+    def events_since(self, mark: int) -> list[Event]:
+        with self.activity.open("rb") as log:
+            log.seek(mark)
+            return [json.loads(line) for line in log.read().splitlines()]
+
+    def wait_for(self, event: str, since: int, count: int = 1) -> list[Event]:
+        """Events since ``since`` once ``count`` of them are ``event`` (30 s cap)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = self.events_since(since)
+            if sum(e["event"] == event for e in events) >= count:
+                return events
+            time.sleep(0.02)
+        seen = self.events_since(since)
+        raise TimeoutError(f"{event!r} x{count} not in the activity log: {seen}")
