@@ -43,3 +43,12 @@ class Example:
             time.sleep(0.02)
         seen = self.events_since(since)
         raise TimeoutError(f"{event!r} x{count} not in the activity log: {seen}")
+
+    def wait_for_output(self, text: str) -> str:
+        """The server's output once it contains ``text`` (30 s cap)."""
+        deadline = time.monotonic() + 30
+        while text not in (output := self.server.output()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not in the server output:\n{output}")
+            time.sleep(0.02)
+        return output
