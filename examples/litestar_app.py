@@ -8,6 +8,7 @@ download is logged after the last chunk.
 import logging
 
 from litestar import Litestar, get, post
+from litestar.params import FromQuery
 from litestar.response import Stream
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
@@ -22,7 +23,7 @@ logging.basicConfig(level=logging.INFO)
 
 
 @post("/register")
-async def register(email: str) -> dict[str, str]:
+async def register(email: FromQuery[str]) -> dict[str, str]:
     add_task(send_welcome_email, email)
     add_task(write_notification, "someone registered")
     return {"status": "welcome"}

@@ -1,7 +1,9 @@
 import contextlib
+import importlib
 import itertools
 import logging
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import pytest
 from served import Example
@@ -56,3 +58,12 @@ def serve(
 def address() -> str:
     """An e-mail address no other test uses."""
     return f"user{next(_addresses)}@example.com"
+
+
+@pytest.fixture(scope="session")
+def django_project(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """``examples.django_app`` imported in this process, on a fresh SQLite file."""
+    database = tmp_path_factory.mktemp("django") / "db.sqlite3"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_DB_PATH", str(database))
+        return importlib.import_module("examples.django_app")

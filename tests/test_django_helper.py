@@ -1,12 +1,11 @@
 """``asgi_bgtasks.django.db_task``: connections handled as around a request."""
 
 import time
+from types import ModuleType
 from typing import Any
 
-import django
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connection, connections
 from helpers import call, scheduling
 
@@ -15,13 +14,8 @@ from asgi_bgtasks.django import db_task
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Django on a SQLite file (in-memory databases are never closed)."""
-    if not settings.configured:
-        name = str(tmp_path_factory.mktemp("django") / "db.sqlite3")
-        engine = "django.db.backends.sqlite3"
-        settings.configure(DATABASES={"default": {"ENGINE": engine, "NAME": name}})
-        django.setup()
+def _django(django_project: ModuleType) -> None:
+    """Django set up by the example project, on a SQLite file."""
 
 
 def query_and_keep_wrapper(seen: list[Any]) -> None:
