@@ -14,8 +14,8 @@ from django.core.management import call_command
 
 from asgi_bgtasks import BackgroundTasksMiddleware
 
-django_app = get_asgi_application()  # sets Django up
-call_command("migrate", run_syncdb=True, verbosity=0)
 # Django's handler has no lifespan support: the middleware answers lifespan
 # itself, so tasks run detached and are still drained on shutdown.
-app = BackgroundTasksMiddleware(django_app)
+app = BackgroundTasksMiddleware(get_asgi_application())
+
+call_command("migrate", run_syncdb=True, verbosity=0)  # the example's tables
