@@ -27,34 +27,6 @@ async def test_starlette_order_schedules_its_receipt(
     assert sent == [("ann@example.com", "Receipt #1")]
 
 
-async def test_fastapi_registration_sends_a_welcome_email(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[str] = []
-    monkeypatch.setattr(fastapi_app, "send_welcome_email", sent.append)
-    transport = httpx.ASGITransport(app=fastapi_app.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/register", params={"email": "ann@example.com"})
-    await fastapi_app.app.join()
-
-    assert response.status_code == 201
-    assert sent == ["ann@example.com"]
-
-
-async def test_litestar_registration_sends_a_welcome_email(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[str] = []
-    monkeypatch.setattr(litestar_app, "send_welcome_email", sent.append)
-    transport = httpx.ASGITransport(app=litestar_app.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/register", params={"email": "ann@example.com"})
-    await litestar_app.app.join()
-
-    assert response.status_code == 201
-    assert sent == ["ann@example.com"]
-
-
 async def test_quart_registration_sends_a_welcome_email(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -85,15 +57,20 @@ async def test_django_registration_sends_a_welcome_email(
     assert sent == ["ann@example.com"]
 
 
-async def test_bare_signup_sends_a_welcome_email(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("example", "path"),
+    [(fastapi_app, "/register"), (litestar_app, "/register"), (bare, "/signup")],
+    ids=["fastapi", "litestar", "bare"],
+)
+async def test_registration_sends_a_welcome_email(
+    example: ModuleType, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[str] = []
-    monkeypatch.setattr(bare, "send_welcome_email", sent.append)
-    transport = httpx.ASGITransport(app=bare.app)
+    monkeypatch.setattr(example, "send_welcome_email", sent.append)
+    transport = httpx.ASGITransport(app=example.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/signup", params={"email": "ann@example.com"})
-    await bare.app.join()
+        response = await client.post(path, params={"email": "ann@example.com"})
+    await example.app.join()
 
     assert response.status_code == 201
     assert sent == ["ann@example.com"]
