@@ -5,12 +5,14 @@ mail to one shared SMTP sink; tests tell their own events apart by unique
 e-mail addresses and by reading only what was written after they began.
 """
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from examples.serve import Server
+from examples.serve import Server, run_hypercorn
 
 Event = dict[str, Any]
 
@@ -52,3 +54,18 @@ class Example:
                 raise TimeoutError(f"{text!r} not in the server output:\n{output}")
             time.sleep(0.02)
         return output
+
+
+@contextlib.contextmanager
+def reliability_app(
+    folder: Path, gate_port: int = 0, **options: object
+) -> Iterator[Example]:
+    """``tests/apps/reliability.py`` under hypercorn, with middleware options."""
+    activity = folder / "activity.jsonl"
+    env = {
+        "GATE_PORT": str(gate_port),
+        "EXAMPLES_ACTIVITY": str(activity),
+        **{f"BGT_{name.upper()}": str(value) for name, value in options.items()},
+    }
+    with run_hypercorn("tests.apps.reliability:served", env=env) as server:
+        yield Example(server, activity)
