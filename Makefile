@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test soak lint demo clean
 
 install: $(INSTALLED)
 
@@ -16,6 +16,9 @@ $(INSTALLED): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing
+
+soak: install
+	$(BIN)/python -m pytest -m soak -s
 
 lint: install
 	$(BIN)/ruff check asgi_bgtasks tests examples

@@ -2,10 +2,11 @@
 
 Configured by environment: ``BGT_MODE``, ``BGT_MAX_CONCURRENCY``,
 ``BGT_MAX_PENDING``, ``BGT_TASK_TIMEOUT``, ``BGT_SHUTDOWN_TIMEOUT`` (the
-middleware's options), ``GATE_PORT`` (a ``tests/gate.py`` gate) and
-``EXAMPLES_ACTIVITY`` (where ``record`` writes). ``GET /stats`` reports the
-middleware's stats; the final stats are recorded when the app sees the
-lifespan shutdown, after the middleware's drain.
+middleware's options), ``BGT_SOAK_TASK_SECONDS`` (how long a soak task
+sleeps), ``GATE_PORT`` (a ``tests/gate.py`` gate) and ``EXAMPLES_ACTIVITY``
+(where ``record`` writes). ``GET /stats`` reports the middleware's stats; the
+final stats are recorded when the app sees the lifespan shutdown, after the
+middleware's drain.
 """
 
 import asyncio
@@ -88,7 +89,8 @@ TASK_FAULTS = {
 
 
 async def respond(send: Any, body: bytes, status: int = 200) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": []})
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -127,6 +129,8 @@ async def reliability_app(scope: Any, receive: Any, send: Any) -> None:
         await respond(send, b"ok")
     elif path == "/soak-runs":
         await respond(send, json.dumps(soak_runs).encode())
+        if "clear" in query:
+            soak_runs.clear()
     elif path == "/stats":
         await respond(send, json.dumps(asdict(app.stats)).encode())
     elif path.startswith("/task-fault/"):
@@ -163,7 +167,7 @@ def _option(name: str, default: str | None) -> Any:
 
 
 GATE_PORT = int(os.environ.get("GATE_PORT", "0"))
-SOAK_TASK_SECONDS = float(os.environ.get("SOAK_TASK_SECONDS", "0"))
+SOAK_TASK_SECONDS = float(os.environ.get("BGT_SOAK_TASK_SECONDS", "0"))
 app = BackgroundTasksMiddleware(
     reliability_app,
     mode=os.environ.get("BGT_MODE", "auto"),  # type: ignore[arg-type]
