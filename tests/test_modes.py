@@ -52,7 +52,8 @@ async def test_auto_mode_runs_detached_after_lifespan_startup(
     app = BackgroundTasksMiddleware(
         with_lifespan(scheduling((gate.task, "task")), events)
     )
-    await Lifespan(app).startup()
+    lifespan = Lifespan(app)
+    await lifespan.startup()
 
     await asyncio.wait_for(call_and_note(app, events, "request"), timeout=30)
     gate.opened.set()
@@ -60,6 +61,7 @@ async def test_auto_mode_runs_detached_after_lifespan_startup(
 
     assert events == [*RESPONSE, "request call returned", "task started", "task done"]
     assert caplog.messages == [DETACHED_LOG]
+    await lifespan.shutdown()  # no lifespan task may outlive its test
 
 
 async def test_inline_mode_stays_inline_after_lifespan_startup(
@@ -68,7 +70,8 @@ async def test_inline_mode_stays_inline_after_lifespan_startup(
     app = BackgroundTasksMiddleware(
         with_lifespan(scheduling((events.append, "task")), events), mode="inline"
     )
-    await Lifespan(app).startup()
+    lifespan = Lifespan(app)
+    await lifespan.startup()
 
     await call_and_note(app, events, "request")
 
@@ -76,6 +79,7 @@ async def test_inline_mode_stays_inline_after_lifespan_startup(
     assert caplog.messages == [
         "background tasks run inline, inside each request's ASGI call"
     ]
+    await lifespan.shutdown()  # no lifespan task may outlive its test
 
 
 async def test_detached_mode_detaches_without_lifespan(events: list[object]) -> None:
