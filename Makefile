@@ -18,7 +18,7 @@ test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing
 
 soak: install
-	$(BIN)/python -m pytest -m soak -s
+	$(BIN)/python -m pytest -m soak
 
 lint: install
 	$(BIN)/ruff check asgi_bgtasks tests examples

@@ -72,7 +72,7 @@ def memory_kib(app: Example, field: str) -> int:
 
 
 def test_10k_requests_run_each_task_once_with_its_own_arguments_and_context(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     warm_up, soak = 2_000, 10_000
     with reliability_app(tmp_path) as app:
@@ -97,7 +97,8 @@ def test_10k_requests_run_each_task_once_with_its_own_arguments_and_context(
         f"server RSS {baseline / 1024:.1f} MiB after warm-up, "
         f"{after / 1024:.1f} MiB after the soak, peak {peak / 1024:.1f} MiB"
     )
-    print(report)
+    with capsys.disabled():
+        print(f"\nsoak: {report}")
     assert after - baseline < 4 * 1024, report  # < 0.4 KiB per request
 
 
