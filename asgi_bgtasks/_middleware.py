@@ -110,18 +110,23 @@ class BackgroundTasksMiddleware:
             await self.app(scope, receive, send if watch is None else watch.send)
         except BaseException as error:
             if not tasks._close_if_empty():
-                await self._hand_off(tasks, _why_not_run(watch, error), error)
+                inline = self._hand_off(tasks, _why_not_run(watch, error), error)
+                if inline is not None:
+                    await inline
             raise
         else:
             if not tasks._close_if_empty():
-                await self._hand_off(tasks, _why_not_run(watch, None), None)
+                inline = self._hand_off(tasks, _why_not_run(watch, None), None)
+                if inline is not None:
+                    await inline
         finally:
             _current.reset(token)
 
-    async def _hand_off(
+    def _hand_off(
         self, tasks: BackgroundTasks, why_not: str | None, error: BaseException | None
-    ) -> None:
-        """Run, detach or drop the tasks of a finished request."""
+    ) -> Awaitable[None] | None:
+        """Drop or detach the tasks of a finished request, or return the
+        awaitable that runs them inline."""
         runner = self._runner
         if why_not is not None and not self.run_on_error:
             runner.drop(tasks, why_not)
@@ -138,7 +143,8 @@ class BackgroundTasksMiddleware:
         ):
             runner.submit(tasks)
         else:
-            await runner.run(tasks)
+            return runner.run(tasks)
+        return None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass lifespan through; drain tasks before the app sees shutdown."""

@@ -4,8 +4,8 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
-from contextvars import Context
+from collections.abc import Awaitable, Callable, Generator
+from types import CoroutineType
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -58,24 +58,24 @@ class TaskRunner:
         else:
             self._queue.append(tasks)
 
-    async def run(self, tasks: BackgroundTasks) -> None:
-        """Run ``tasks`` inline: return when the chain has ended."""
+    def run(self, tasks: BackgroundTasks) -> Awaitable[None]:
+        """Run ``tasks`` inline: await the result until the chain has ended."""
         if self._active < self._limit:
             self._active += 1
-        else:
-            turn = asyncio.get_running_loop().create_future()
-            self._queue.append(turn)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._release()  # the slot was ours already
-                self.abandon(tasks)
-                raise
+            return self._run_chain(tasks)
+        return self._run_in_turn(tasks)
+
+    async def _run_in_turn(self, tasks: BackgroundTasks) -> None:
+        turn = asyncio.get_running_loop().create_future()
+        self._queue.append(turn)
         try:
-            await self._run_chain(tasks)
-        finally:
-            self._release()
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the slot was ours already
+            self.abandon(tasks)
+            raise
+        await self._run_chain(tasks)
 
     def drop(self, tasks: BackgroundTasks, reason: str) -> None:
         """Never run ``tasks``: count them and say why in one WARNING."""
@@ -110,15 +110,11 @@ class TaskRunner:
             await asyncio.gather(*workers, return_exceptions=True)
 
     def _spawn(self, tasks: BackgroundTasks) -> None:
-        worker = asyncio.get_running_loop().create_task(self._work(tasks))
+        worker = asyncio.get_running_loop().create_task(
+            self._run_chain(tasks, detached=True)
+        )
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
-
-    async def _work(self, tasks: BackgroundTasks) -> None:
-        try:
-            await self._run_chain(tasks)
-        finally:
-            self._release()
 
     def _release(self) -> None:
         """Hand our slot to the next chain in the queue, or free it."""
@@ -132,42 +128,56 @@ class TaskRunner:
                 return
         self._active -= 1
 
-    async def _run_chain(self, tasks: BackgroundTasks) -> None:
-        try:
-            while (task := tasks._take_next()) is not None:
-                await self._run_task(task)
-        except asyncio.CancelledError:
-            self.abandon(tasks)
-            raise
+    async def _run_chain(self, tasks: BackgroundTasks, detached: bool = False) -> None:
+        """Run the chain's tasks one by one, then give up its slot.
 
-    async def _run_task(self, task: _Task) -> None:
-        self._ledger.start()
+        A detached worker first takes on the chains queued behind it, if any:
+        cheaper than a new asyncio task for each.
+        """
+        ledger = self._ledger
         try:
-            outcome, error = await self._outcome(task)
-        except asyncio.CancelledError:
-            self._ledger.finish("dropped")
-            logger.error(TASK_UNFINISHED, task.name, "running")
-            raise
-        self._ledger.finish(outcome)
-        if error is not None:
-            self._report(task, outcome, error)
+            while True:
+                while (task := tasks._take_next()) is not None:
+                    ledger.start()
+                    try:
+                        if self._timeout is None:
+                            error = await _drive(task)
+                            outcome: Outcome = (
+                                "succeeded" if error is None else "failed"
+                            )
+                        else:
+                            outcome, error = await self._within_timeout(task)
+                    except asyncio.CancelledError:
+                        ledger.finish("dropped")
+                        logger.error(TASK_UNFINISHED, task.name, "running")
+                        self.abandon(tasks)
+                        raise
+                    ledger.finish(outcome)
+                    if error is not None:
+                        self._report(task, outcome, error)
+                queue = self._queue
+                if not (detached and queue and type(queue[0]) is BackgroundTasks):
+                    break
+                tasks = queue.popleft()  # type: ignore[assignment]
+        finally:
+            self._release()
 
-    async def _outcome(self, task: _Task) -> tuple[Outcome, BaseException | None]:
-        if self._timeout is None:
-            error = await _drive(task.context, _call(task))
-        else:
-            # A task of its own, so that the chain can leave it behind: a
-            # blocking function's thread cannot be stopped, it ends unwatched.
-            call = task.context.run(asyncio.ensure_future, _call(task))
-            try:
-                done, _ = await asyncio.wait((call,), timeout=self._timeout)
-            except asyncio.CancelledError:
-                call.cancel()
-                raise
-            if not done:
-                call.cancel()
-                return "timed_out", asyncio.TimeoutError()
-            error = asyncio.CancelledError() if call.cancelled() else call.result()
+    async def _within_timeout(
+        self, task: _Task
+    ) -> tuple[Outcome, BaseException | None]:
+        """Run ``task`` as an asyncio task of its own, which the chain can leave
+        behind: a blocking function's thread cannot be stopped, it ends
+        unwatched."""
+        call = asyncio.ensure_future(_drive(task))
+        try:
+            done, _ = await asyncio.wait((call,), timeout=self._timeout)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if not done:
+            call.cancel()
+            return "timed_out", asyncio.TimeoutError()
+        error = asyncio.CancelledError() if call.cancelled() else call.result()
         return ("succeeded", None) if error is None else ("failed", error)
 
     def _report(self, task: _Task, outcome: Outcome, error: BaseException) -> None:
@@ -194,16 +204,29 @@ class _Pass:
         return (yield self.value)
 
 
-async def _drive(
-    context: Context, coro: Coroutine[Any, Any, BaseException | None]
-) -> BaseException | None:
-    """Run ``coro`` to its end inside ``context``, in the current task.
+async def _drive(task: _Task) -> BaseException | None:
+    """Run ``task`` to its end inside its context, in the current asyncio task.
 
-    Cheaper than a task of its own: nothing to schedule, no extra loop turns.
-    A CancelledError that comes back out after we passed one in is the current
-    task's cancellation and propagates; one the coroutine raised on its own is
-    its failure.
+    Returns what the task raised instead of raising it, so KeyboardInterrupt
+    or SystemExit from a task cannot stop the event loop. Cheaper than an
+    asyncio task of its own: nothing to schedule, no extra loop turns. A
+    CancelledError that comes back out after we passed one in is the current
+    task's cancellation and propagates; one the task raised on its own is its
+    failure.
     """
+    context = task.context
+    try:
+        if task.is_async_def:
+            # Calling an async def runs none of its code: no context needed.
+            coro = task.func(*task.args, **task.kwargs)
+        elif task.is_async:
+            coro = context.run(task.func, *task.args, **task.kwargs)
+            if type(coro) is not CoroutineType:
+                coro = _await(coro)  # an awaitable other than a coroutine
+        else:
+            coro = _call_blocking(task)
+    except BaseException as error:  # bad arguments, or an async callable failing
+        return error
     value: Any = None
     thrown: BaseException | None = None
     passed_cancel = False
@@ -213,12 +236,14 @@ async def _drive(
                 yielded = context.run(coro.send, value)
             else:
                 yielded = context.run(coro.throw, thrown)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        except StopIteration:
+            return None
         except asyncio.CancelledError as cancel:
             if passed_cancel:
                 raise
             return cancel
+        except BaseException as error:
+            return error
         try:
             value, thrown = await _Pass(yielded), None
         except BaseException as error:  # cancellation, or a bad yield
@@ -226,22 +251,13 @@ async def _drive(
             passed_cancel = passed_cancel or isinstance(error, asyncio.CancelledError)
 
 
-async def _call(task: _Task) -> BaseException | None:
-    """Call the task; return what it raised instead of raising it.
+async def _await(awaitable: Awaitable[Any]) -> None:
+    await awaitable
 
-    Returning the error keeps KeyboardInterrupt and SystemExit raised by a
-    task from stopping the event loop. Cancellation still propagates.
-    """
-    try:
-        if task.is_async:
-            await task.func(*task.args, **task.kwargs)
-        else:
-            blocking = sync_to_async(task.func, thread_sensitive=False)
-            result = await blocking(*task.args, **task.kwargs)
-            if inspect.isawaitable(result):
-                await result  # a plain lambda that returns a coroutine
-    except asyncio.CancelledError:
-        raise
-    except BaseException as error:
-        return error
-    return None
+
+async def _call_blocking(task: _Task) -> None:
+    """Call a plain function in a worker thread; await what it may return."""
+    blocking = sync_to_async(task.func, thread_sensitive=False)
+    result = await blocking(*task.args, **task.kwargs)
+    if inspect.isawaitable(result):
+        await result  # a plain lambda that returns a coroutine

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from inspect import CO_COROUTINE
 from types import FunctionType
 from typing import Any, ParamSpec
 
@@ -53,21 +54,29 @@ class TaskInfo:
 class _Task:
     """One scheduled call, with the context it was scheduled in."""
 
-    __slots__ = ("args", "context", "func", "is_async", "kwargs")
+    __slots__ = ("args", "context", "func", "is_async", "is_async_def", "kwargs")
 
     def __init__(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        if inspect.iscoroutine(func):
-            func.close()  # we raise instead: spare the "never awaited" warning
-            raise TypeError(_COROUTINE)
-        if not callable(func):
-            raise TypeError(f"add_task() needs a callable, got {type(func).__name__}")
+        if type(func) is FunctionType and not func.__dict__:  # fast, common case
+            self.is_async = self.is_async_def = bool(
+                func.__code__.co_flags & CO_COROUTINE
+            )
+        else:
+            self.is_async_def = False
+            if inspect.iscoroutine(func):
+                func.close()  # we raise instead: spare the "never awaited" warning
+                raise TypeError(_COROUTINE)
+            if not callable(func):
+                raise TypeError(
+                    f"add_task() needs a callable, got {type(func).__name__}"
+                )
+            self.is_async = _is_async_callable(func)
         self.func = func
         self.args = args
         self.kwargs = kwargs
         self.context = contextvars.copy_context()
-        self.is_async = _is_async_callable(func)
 
     @property
     def name(self) -> str:
@@ -79,8 +88,6 @@ class _Task:
 
 
 def _is_async_callable(func: Any) -> bool:
-    if type(func) is FunctionType and not func.__dict__:  # fast, common case
-        return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
     while isinstance(func, functools.partial):
         func = func.func
     if inspect.isclass(func):

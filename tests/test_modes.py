@@ -221,3 +221,26 @@ async def test_request_cancelled_after_shutdown_drops_its_tasks_loudly(
 
     assert "task" not in events
     assert caplog.messages[-1].endswith("did not finish: cancelled while pending")
+
+
+async def test_detached_chain_queued_behind_an_inline_one_starts_when_it_ends(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        with_lifespan(numbered_requests(gate.task), events), max_concurrency=1
+    )
+    first = await start_request(app, events, "/1")  # no lifespan yet: inline
+    await gate.arrived["1"].wait()
+    lifespan = Lifespan(app)
+    await lifespan.startup()  # from now on: detached
+    await call_and_note(app, events, "2")  # queued behind the inline chain
+
+    gate.opened.set()
+    await first
+    await app.join()
+
+    started = [e for e in events if str(e).endswith(("started", "done"))]
+    assert started == ["1 started", "1 done", "2 started", "2 done"]
+    assert app.stats.succeeded == 2
+    await lifespan.shutdown()

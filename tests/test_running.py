@@ -5,7 +5,7 @@ import contextvars
 import threading
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from helpers import BODY, START_200, assert_accounted, call, scheduling
 
 from asgi_bgtasks import BackgroundTasksMiddleware, TaskInfo, add_task
@@ -257,4 +257,37 @@ async def test_sync_callable_returning_a_coroutine_has_it_awaited(
     await call(app, events)
 
     assert events[-1] == "awaited"
+    assert app.stats.succeeded == 1
+
+
+async def test_async_task_called_with_wrong_arguments_fails_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def send_receipt(order: int) -> None:
+        pass
+
+    app = BackgroundTasksMiddleware(scheduling((send_receipt, 1, "one too many")))
+    await call(app, [])
+
+    assert app.stats.failed == 1
+    [record] = caplog.records
+    assert record.getMessage().endswith("send_receipt failed")
+    assert isinstance(record.exc_info[1], TypeError)  # type: ignore[index]
+
+
+async def test_marked_coroutine_function_may_return_any_awaitable(
+    events: list[object],
+) -> None:
+    def returns_a_future() -> "asyncio.Future[None]":
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        events.append("called")
+        return future
+
+    app = BackgroundTasksMiddleware(
+        scheduling((markcoroutinefunction(returns_a_future),))
+    )
+    await call(app, events)
+
+    assert events[-1] == "called"
     assert app.stats.succeeded == 1
