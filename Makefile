@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test soak lint demo clean
+.PHONY: install test soak bench lint demo clean
 
 install: $(INSTALLED)
 
@@ -20,9 +20,13 @@ test: install
 soak: install
 	$(BIN)/python -m pytest -m soak
 
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.run
+
 lint: install
-	$(BIN)/ruff check asgi_bgtasks tests examples
-	$(BIN)/ruff format --check asgi_bgtasks tests examples
+	$(BIN)/ruff check asgi_bgtasks tests examples bench
+	$(BIN)/ruff format --check asgi_bgtasks tests examples bench
 	$(BIN)/mypy
 
 demo: install

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from loadgen import post_all
 from served import Example, reliability_app
+
+from bench.loadgen import post_all
 
 pytestmark = pytest.mark.soak
 CLIENTS = 50

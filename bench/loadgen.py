@@ -5,6 +5,7 @@ spends little, so the figures it reports are the server's.
 """
 
 import asyncio
+import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -14,16 +15,23 @@ async def post_all(url: str, paths: Iterable[str], connections: int) -> int:
 
     Raises if any response is not ``200``.
     """
+    return len(await timed_posts(url, paths, connections))
+
+
+async def timed_posts(url: str, paths: Iterable[str], connections: int) -> list[float]:
+    """Like `post_all`; returns each request's latency in seconds."""
     address = urlsplit(url)
     queue = list(paths)
     queue.reverse()
 
-    async def connection() -> int:
+    latencies: list[float] = []
+
+    async def connection() -> None:
         reader, writer = await asyncio.open_connection(address.hostname, address.port)
-        sent = 0
         try:
             while queue:
                 path = queue.pop()
+                started = time.perf_counter()
                 writer.write(
                     f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\n"
                     "Content-Length: 0\r\n\r\n".encode()
@@ -33,12 +41,12 @@ async def post_all(url: str, paths: Iterable[str], connections: int) -> int:
                 if status != b"200":
                     raise AssertionError(f"{path}: {head.decode()}")
                 await reader.readexactly(content_length(head))
-                sent += 1
+                latencies.append(time.perf_counter() - started)
         finally:
             writer.close()
-        return sent
 
-    return sum(await asyncio.gather(*(connection() for _ in range(connections))))
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return latencies
 
 
 def content_length(head: bytes) -> int:
