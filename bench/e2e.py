@@ -2,9 +2,9 @@
 
 Each app runs in its own hypercorn (one worker); a raw keep-alive client
 (``bench/loadgen.py``, 50 connections) sends a fixed number of requests per
-round, rounds interleaved across the apps. The servers are pinned to the
-last CPU and the client to the first, so they do not compete for one core;
-still, compare the ratios rather than the absolute rates.
+round, rounds interleaved across the apps in rotating order. The servers are
+pinned to the last CPU and the client to the first, so they do not compete
+for one core; still, compare the ratios rather than the absolute rates.
 """
 
 import asyncio
@@ -18,6 +18,7 @@ from examples.serve import run_hypercorn
 
 APPS = {
     "bare app": "bench.apps:bare",
+    "bare app, second server (control)": "bench.apps:bare",
     "ours, no task": "bench.apps:with_middleware",
     "ours, one task": "bench.apps:with_one_task",
     "ours, one task inline": "bench.apps:with_one_task_inline",
@@ -41,8 +42,10 @@ def measure(requests: int = 10_000, rounds: int = 7) -> dict[str, dict[str, floa
             os.sched_setaffinity(server.process.pid, cpus[-1:])
         for server in servers.values():  # warm up
             asyncio.run(timed_posts(server.url, ["/"] * 2_000, CONNECTIONS))
-        for _ in range(rounds):
-            for name, server in servers.items():
+        names = list(servers)
+        for round_ in range(rounds):  # rotate the order: no app always goes first
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                server = servers[name]
                 started = time.perf_counter()
                 taken = asyncio.run(
                     timed_posts(server.url, ["/"] * requests, CONNECTIONS)
@@ -68,7 +71,7 @@ def measure(requests: int = 10_000, rounds: int = 7) -> dict[str, dict[str, floa
 if __name__ == "__main__":
     for name, result in measure().items():
         print(
-            f"{name:22} {result['rps']:6.0f} req/s ({result['vs_bare']:.1%})"
+            f"{name:34} {result['rps']:6.0f} req/s ({result['vs_bare']:.1%})"
             f"  p50 {result['p50_ms']:.2f} ms"
             f"  p99 {result['p99_ms']:.2f} ms"
         )
