@@ -138,7 +138,7 @@ def render(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any]) -> None:
     m = results["micro"]
-    names = [name for name, row in m.items() if row["added"] > 0 and "sync" not in name]
+    names = [n for n, row in m.items() if row["added"] > 0 and "one sync" not in n]
     added = [m[name]["added"] for name in names]
     figure, axis = plt.subplots(figsize=(9, 5))
     colors = ["tab:blue" if name.startswith("ours") else "tab:gray" for name in names]
