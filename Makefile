@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test soak bench lint demo clean
+.PHONY: install test soak bench docs lint demo clean
 
 install: $(INSTALLED)
 
@@ -24,6 +24,10 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
 
+docs: install
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 lint: install
 	$(BIN)/ruff check asgi_bgtasks tests examples bench
 	$(BIN)/ruff format --check asgi_bgtasks tests examples bench
@@ -33,4 +37,4 @@ demo: install
 	$(BIN)/python -m examples.demo
 
 clean:
-	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .coverage .mypy_cache .pytest_cache .ruff_cache site

@@ -1,60 +1,93 @@
-"""The guides' code is real: each Python block is copied from a tested file."""
+"""Every code block in the docs is real.
+
+Python blocks are copied from an example or a test (the quick start, which
+``test_readme.py`` executes, is the exception); shell blocks run make
+targets that exist or install the package; text blocks show messages the
+library really produces.
+"""
 
 import re
 from pathlib import Path
 
 import pytest
 
+from asgi_bgtasks import _middleware, _runner
+
 ROOT = Path(__file__).parent.parent
-GUIDES = [
-    *sorted((ROOT / "docs" / "frameworks").glob("*.md")),
-    ROOT / "docs" / "coming-from-fastapi.md",
-]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 TESTED = [
     *sorted((ROOT / "examples").rglob("*.py")),
     *sorted((ROOT / "tests").glob("test_*.py")),
 ]
+EXECUTED = {"README.md": 0, "index.md": 0}  # page: index of its executed block
+SOURCES = [[line.strip() for line in p.read_text().splitlines()] for p in TESTED]
+MAKE_TARGETS = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
 
 
-def stripped_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.strip("\n").splitlines()]
+def blocks(page: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.DOTALL)
 
 
-def python_blocks(page: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
-
-
-def appears_in(block: list[str], source: list[str]) -> bool:
+def copied(block: str) -> bool:
+    lines = [line.strip() for line in block.strip("\n").splitlines()]
     return any(
-        source[start : start + len(block)] == block
-        for start in range(len(source) - len(block) + 1)
+        source[start : start + len(lines)] == lines
+        for source in SOURCES
+        for start in range(len(source) - len(lines) + 1)
     )
 
 
-SOURCES = {path: stripped_lines(path.read_text()) for path in TESTED}
+def message_patterns() -> list[re.Pattern[str]]:
+    """The library's log messages and the testing helper's, as regexes."""
+    formats = [
+        value
+        for module in (_middleware, _runner)
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str) and " " in value
+    ]
+    formats.append("%d background task(s) did not succeed: %s")
+    return [
+        re.compile(re.escape(f).replace("%s", ".+").replace("%d", r"\d+") + "$")
+        for f in formats
+    ]
 
 
-@pytest.mark.parametrize("page", GUIDES, ids=lambda page: page.stem)
-def test_every_python_block_is_copied_from_an_example_or_a_test(page: Path) -> None:
-    blocks = python_blocks(page)
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_python_blocks_are_executed_or_copied_from_tested_files(page: Path) -> None:
+    for n, block in enumerate(blocks(page, "python")):
+        if EXECUTED.get(page.name) == n:
+            continue
+        assert copied(block), f"{page.name}: in no example or test:\n{block}"
 
-    assert blocks, f"{page.name} shows no code"
-    for block in blocks:
-        lines = stripped_lines(block)
-        assert any(appears_in(lines, source) for source in SOURCES.values()), (
-            f"{page.name}: this block is in no example or test:\n{block}"
-        )
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_shell_blocks_run_existing_make_targets_or_install(page: Path) -> None:
+    for block in blocks(page, "sh"):
+        for line in block.splitlines():
+            command = line.split("#")[0].split()
+            if command[:1] == ["make"]:
+                assert command[1] in MAKE_TARGETS, line
+            else:
+                assert command == ["pip", "install", "asgi-bgtasks"], line
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_text_blocks_show_messages_the_library_produces(page: Path) -> None:
+    patterns = message_patterns()
+    for block in blocks(page, "text"):
+        for line in block.strip().splitlines():
+            message = re.sub(r"^(WARNING asgi_bgtasks: |AssertionError: )", "", line)
+            assert any(p.match(message) for p in patterns), line
 
 
 def test_every_example_command_in_the_docs_names_an_example_module() -> None:
-    pages = [*GUIDES, ROOT / "README.md"]
     commands = {
         name
-        for page in pages
+        for page in PAGES
         for name in re.findall(r"hypercorn examples\.(\w+):app", page.read_text())
     }
 
-    assert commands == {
+    assert commands >= {
         "bare",
         "django_app",
         "quart_app",

@@ -1,17 +1,19 @@
-"""The README's quick start runs as written."""
+"""The quick start, in the README and on the docs' home page, runs as written."""
 
 import re
 from pathlib import Path
 
+import pytest
 from helpers import call
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
 
 
-async def test_readme_quick_start_sends_the_email_after_the_response(
-    events: list[object],
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+async def test_quick_start_sends_the_email_after_the_response(
+    events: list[object], page: str
 ) -> None:
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    code = re.search(r"```python\n(.*?)```", (ROOT / page).read_text(), re.DOTALL)
     assert code is not None
     namespace: dict[str, object] = {}
     exec(code.group(1), namespace)
