@@ -1,19 +1,24 @@
-"""Test helpers: wait for an app's background tasks and fail on theirs.
+"""Test helpers: wait for background tasks, and fail the test on theirs.
 
 A failing background task is logged, never raised: the response was sent
-long before. In a test that is how bugs hide. `settled` waits, when its
-block ends, for every task scheduled so far, and raises `AssertionError` if
-one failed, timed out or was dropped — with the task's own exception as the
-cause. No test framework is imported; use it from pytest, unittest or a
-script alike.
+long before. In a test that is how bugs hide. Both helpers raise
+`AssertionError` when a task failed, timed out or was dropped, with the
+task's own exception as the cause. No test framework is imported; use them
+from pytest, unittest or a script alike.
 """
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from contextvars import Token
+from types import TracebackType
 
 from ._middleware import BackgroundTasksMiddleware
-from ._stats import Stats
+from ._runner import TaskRunner
+from ._stats import Ledger, Stats
+from ._tasks import BackgroundTasks, _current
 
 _logger = logging.getLogger("asgi_bgtasks")
 
@@ -27,23 +32,17 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
-@asynccontextmanager
-async def settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]:
-    """On leaving the block, wait for all tasks; raise if any did not succeed.
-
-    ``middleware`` is the `BackgroundTasksMiddleware` instance (for Quart,
-    ``app.asgi_app``).
-    """
+@contextlib.contextmanager
+def _failures_raised(stats: Callable[[], Stats]) -> Iterator[None]:
+    """Raise if tasks ended unsuccessfully while the block ran."""
     collect = _Collect()
     _logger.addHandler(collect)
-    before = middleware.stats
+    before = _unsuccessful(stats())
     try:
         yield
-        await middleware.join()
     finally:
         _logger.removeHandler(collect)
-    after = middleware.stats
-    unsuccessful = _unsuccessful(after) - _unsuccessful(before)
+    unsuccessful = _unsuccessful(stats()) - before
     if unsuccessful:
         messages = [record.getMessage() for record in collect.records]
         causes = [r.exc_info[1] for r in collect.records if r.exc_info]
@@ -55,3 +54,69 @@ async def settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]:
 
 def _unsuccessful(stats: Stats) -> int:
     return stats.failed + stats.timed_out + stats.dropped
+
+
+@asynccontextmanager
+async def settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]:
+    """On leaving the block, wait for all tasks; raise if any did not succeed.
+
+    ``middleware`` is the `BackgroundTasksMiddleware` instance (for Quart,
+    ``app.asgi_app``).
+    """
+    with _failures_raised(lambda: middleware.stats):
+        yield
+        await middleware.join()
+
+
+class run_tasks_on_exit:
+    """Make `add_task` work without the middleware; run the tasks on exit.
+
+    For code that runs outside the ASGI stack — Django's test client, a view
+    called directly: inside the block, `add_task` collects the calls; when
+    the block ends without an error, they run in order, and a task that does
+    not succeed raises `AssertionError`. Use ``with`` in plain code and
+    ``async with`` inside a coroutine.
+    """
+
+    def __init__(self) -> None:
+        self._ledger = Ledger()
+        self._tasks = BackgroundTasks(self._ledger)
+        self._token: Token[BackgroundTasks | None] | None = None
+
+    def __enter__(self) -> "run_tasks_on_exit":
+        self._token = _current.set(self._tasks)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._leave(error):
+            asyncio.run(self._run())
+
+    async def __aenter__(self) -> "run_tasks_on_exit":
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._leave(error):
+            await self._run()
+
+    def _leave(self, error: BaseException | None) -> bool:
+        """Stop collecting; True if there are tasks to run."""
+        assert self._token is not None, "enter the block first"
+        _current.reset(self._token)
+        return error is None and not self._tasks._close_if_empty()
+
+    async def _run(self) -> None:
+        runner = TaskRunner(
+            self._ledger, max_concurrency=1, task_timeout=None, on_error=None
+        )
+        with _failures_raised(self._ledger.snapshot):
+            await runner.run(self._tasks)
