@@ -6,7 +6,6 @@ when (or whether) to let it through. Causality across processes, no sleeps.
 
 import socket
 import threading
-from types import TracebackType
 
 from examples.serve import free_port
 
@@ -24,12 +23,7 @@ class Gate:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._closed = True
         self._listener.close()
         with self._arrived:
