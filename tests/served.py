@@ -8,13 +8,29 @@ e-mail addresses and by reading only what was written after they began.
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from examples.serve import Server, run_hypercorn
 
 Event = dict[str, Any]
+T = TypeVar("T")
+
+
+def until(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 30) -> T:
+    """``probe()``'s value once ``done`` holds for it; polls every 20 ms.
+
+    After ``timeout`` seconds, TimeoutError with the last value seen.
+    """
+    deadline = time.monotonic() + timeout
+    while not done(value := probe()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not there within {timeout} s; last seen:\n{value}")
+        time.sleep(0.02)
+    return value
 
 
 class Example:
@@ -37,23 +53,29 @@ class Example:
 
     def wait_for(self, event: str, since: int, count: int = 1) -> list[Event]:
         """Events since ``since`` once ``count`` of them are ``event`` (30 s cap)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            events = self.events_since(since)
-            if sum(e["event"] == event for e in events) >= count:
-                return events
-            time.sleep(0.02)
-        seen = self.events_since(since)
-        raise TimeoutError(f"{event!r} x{count} not in the activity log: {seen}")
+        return until(
+            lambda: self.events_since(since),
+            lambda events: sum(e["event"] == event for e in events) >= count,
+        )
 
     def wait_for_output(self, text: str) -> str:
         """The server's output once it contains ``text`` (30 s cap)."""
-        deadline = time.monotonic() + 30
-        while text not in (output := self.server.output()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{text!r} not in the server output:\n{output}")
-            time.sleep(0.02)
-        return output
+        return until(self.server.output, lambda output: text in output)
+
+    def stats(self) -> dict[str, int]:
+        """The middleware's counters, from the reliability app's ``/stats``."""
+        counters: dict[str, int] = httpx.get(f"{self.url}/stats").json()
+        return counters
+
+    def settled_stats(self, scheduled: int, timeout: float = 30) -> dict[str, int]:
+        """The counters once ``scheduled`` tasks exist and none runs or waits."""
+        return until(
+            self.stats,
+            lambda now: (
+                now["scheduled"] >= scheduled and now["running"] + now["pending"] == 0
+            ),
+            timeout,
+        )
 
 
 @contextlib.contextmanager

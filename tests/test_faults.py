@@ -5,7 +5,6 @@ every fault in turn; after each, its stats must settle with the identity
 intact and exactly the expected outcome counted.
 """
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,26 +64,14 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     folder = tmp_path_factory.mktemp("faults")
     with reliability_app(folder, task_timeout=0.5) as app:
         yield app
-        assert stats(app)["scheduled"] > 0
+        assert app.stats()["scheduled"] > 0
         app.server.process.terminate()
         assert app.server.process.wait(timeout=60) == 0  # never crashed
 
 
-def stats(app: Example) -> dict[str, int]:
-    counters: dict[str, int] = httpx.get(f"{app.url}/stats").json()
-    return counters
-
-
 def settled(app: Example, scheduled_at_least: int) -> dict[str, int]:
     """Stats once nothing runs or waits (30 s cap); the identity checked."""
-    deadline = time.monotonic() + 30
-    while True:
-        now = stats(app)
-        busy = now["running"] + now["pending"]
-        if now["scheduled"] >= scheduled_at_least and busy == 0:
-            break
-        assert time.monotonic() < deadline, f"tasks did not settle: {now}"
-        time.sleep(0.02)
+    now = app.settled_stats(scheduled_at_least)
     assert now["scheduled"] == sum(now[outcome] for outcome in OUTCOMES)
     return now
 

@@ -32,13 +32,7 @@ def load(url: str, first: int, count: int) -> dict[str, str]:
 
 def settle_and_collect(app: Example, expected: int) -> list[list[object]]:
     """Wait until ``expected`` tasks ended; return their runs and clear them."""
-    deadline = time.monotonic() + 120
-    while True:
-        stats = httpx.get(f"{app.url}/stats").json()
-        if stats["succeeded"] >= expected and stats["running"] + stats["pending"] == 0:
-            break
-        assert time.monotonic() < deadline, stats
-        time.sleep(0.05)
+    stats = app.settled_stats(expected, timeout=120)
     assert stats == {
         "scheduled": expected,
         "succeeded": expected,
