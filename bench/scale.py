@@ -8,18 +8,17 @@ import tracemalloc
 from typing import Any
 
 from asgi_bgtasks import BackgroundTasksMiddleware
-from bench.micro import SCOPE, bare, noop, receive, scheduling, send
-
-
-async def per_request(app: Any, requests: int) -> float:
-    """Microseconds per request, the tasks run to their end included."""
-    gc.collect()
-    started = time.perf_counter_ns()
-    for _ in range(requests):
-        await app(dict(SCOPE), receive, send)
-    if isinstance(app, BackgroundTasksMiddleware):
-        await app.join()
-    return (time.perf_counter_ns() - started) / requests / 1000
+from bench.micro import (
+    SCOPE,
+    Variant,
+    bare,
+    noop,
+    nothing,
+    receive,
+    scheduling,
+    send,
+    time_batch,
+)
 
 
 async def tasks_per_request(
@@ -27,14 +26,17 @@ async def tasks_per_request(
 ) -> dict[int, dict[str, float]]:
     """``{k: {"per_request": µs, "per_task": µs}}`` with k tasks per request,
     inline; per task = (cost with k - cost of the bare app) / k."""
-    apps = {k: BackgroundTasksMiddleware(scheduling(noop, k)) for k in counts}
-    requests = {k: max(200, 20_000 // max(k, 1)) for k in counts}
-    times: dict[int | str, list[float]] = {k: [] for k in counts}
-    times["bare"] = []
+    batches: dict[int | str, Variant] = {
+        "bare": Variant("bare app", "bare app", bare, nothing, 20_000)
+    }
+    for k in counts:
+        app = BackgroundTasksMiddleware(scheduling(noop, k))
+        requests = max(200, 20_000 // max(k, 1))
+        batches[k] = Variant(f"{k} tasks", "bare app", app, app.join, requests)
+    times: dict[int | str, list[float]] = {key: [] for key in batches}
     for _ in range(rounds):
-        times["bare"].append(await per_request(bare, 20_000))
-        for k, app in apps.items():
-            times[k].append(await per_request(app, requests[k]))
+        for key, variant in batches.items():
+            times[key].append(await time_batch(variant))
     bare_us = statistics.median(times["bare"])
     results = {}
     for k in counts:
