@@ -9,9 +9,10 @@ from typing import Any, Literal, cast
 from asgiref.compatibility import guarantee_single_callable
 from asgiref.sync import iscoroutinefunction
 
+from ._chain import Chain
 from ._runner import ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
-from ._tasks import SCOPE_KEY, BackgroundTasks, _current
+from ._tasks import SCOPE_KEY, _current
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_bgtasks")
@@ -103,48 +104,58 @@ class BackgroundTasksMiddleware:
             else:  # another scope type, or an outer BackgroundTasksMiddleware
                 await self.app(scope, receive, send)
             return
-        tasks = scope[SCOPE_KEY] = BackgroundTasks(self._ledger)
+        tasks = scope[SCOPE_KEY] = self._runner.new_chain()
         token = _current.set(tasks)
         watch = _ResponseWatch(send) if scope_type == "http" else None
+        error: BaseException | None = None
         try:
             await self.app(scope, receive, send if watch is None else watch.send)
-        except BaseException as error:
-            if not tasks._close_if_empty():
-                inline = self._hand_off(tasks, _why_not_run(watch, error), error)
-                if inline is not None:
-                    await inline
-            raise
-        else:
-            if not tasks._close_if_empty():
-                inline = self._hand_off(tasks, _why_not_run(watch, None), None)
-                if inline is not None:
-                    await inline
-        finally:
-            _current.reset(token)
+        except BaseException as raised:
+            error = raised
+        _current.reset(token)
+        # Outside any except block: tasks must not see the app's exception.
+        if not tasks._close_if_empty():
+            ended = self._hand_off(tasks, _why_not_run(watch, error), error)
+            if ended is not None:
+                await self._run_inline(tasks, ended)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no cycle: this frame -> error -> traceback -> frame
 
     def _hand_off(
-        self, tasks: BackgroundTasks, why_not: str | None, error: BaseException | None
-    ) -> Awaitable[None] | None:
+        self, tasks: Chain, why_not: str | None, error: BaseException | None
+    ) -> "asyncio.Future[None] | None":
         """Drop or detach the tasks of a finished request, or return the
-        awaitable that runs them inline."""
+        future to await while they run inline."""
         runner = self._runner
+        cancelled = isinstance(error, asyncio.CancelledError)
         if why_not is not None and not self.run_on_error:
-            runner.drop(tasks, why_not)
-        elif isinstance(error, asyncio.CancelledError):
-            # This coroutine is being cancelled: it cannot run the chain itself.
-            if self._detached and not runner.closing:
-                runner.submit(tasks)
-            else:
-                runner.abandon(tasks)
+            runner.drop(tasks._close(), why_not)
+        elif runner.expired:
+            runner.abandon(tasks._close())
         elif (
             self._detached
-            and not runner.closing
-            and self._ledger.pending <= self.max_pending
+            and runner.accepting
+            and (cancelled or self._ledger.pending <= self.max_pending)
         ):
             runner.submit(tasks)
+        elif cancelled:  # this call is being cancelled: it cannot run them
+            runner.abandon(tasks._close())
         else:
             return runner.run(tasks)
         return None
+
+    async def _run_inline(self, tasks: Chain, ended: "asyncio.Future[None]") -> None:
+        """Wait for an inline chain; if the server cancels this call, end it."""
+        try:
+            await ended
+            return
+        except asyncio.CancelledError:
+            pass
+        await self._runner.cancel_chains([tasks], "cancelled")
+        raise asyncio.CancelledError
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass lifespan through; drain tasks before the app sees shutdown."""
@@ -193,6 +204,7 @@ class BackgroundTasksMiddleware:
         await send({"type": "lifespan.shutdown.complete"})
 
     def _started(self) -> None:
+        self._runner.reopen()
         if self.mode == "inline":
             logger.info(MODE_INLINE)
         else:
@@ -207,25 +219,33 @@ _BODY_ENDS = frozenset(
 
 
 class _ResponseWatch:
-    """Wraps ``send`` to learn the status and whether the response ended."""
+    """Wraps ``send`` to learn the status and whether the response ended.
 
-    __slots__ = ("_send", "ended", "status", "trailers")
+    The response has ended once the server's ``send`` of the final message
+    returned; messages after that change nothing.
+    """
+
+    __slots__ = ("_send", "ended", "send_failed", "status", "trailers")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.status = 0
         self.trailers = False
         self.ended = False
+        self.send_failed = False
 
     def send(self, message: Message) -> Awaitable[None]:
         """Note what ``message`` says; return the server's ``send`` of it.
 
-        A plain function, not a coroutine: no extra frame per message.
+        A plain function, not a coroutine: no extra frame per message, but
+        for the final one, whose delivery decides.
         """
+        if self.ended:
+            return self._send(message)
         message_type = message["type"]
         if message_type in _BODY_ENDS:
             if not self.trailers and not message.get("more_body", False):
-                self.ended = True
+                return self._send_final(message)
         elif message_type == "http.response.start":
             self.status = message["status"]
             self.trailers = message.get("trailers", False)
@@ -234,8 +254,16 @@ class _ResponseWatch:
             and self.trailers
             and not message.get("more_trailers", False)
         ):
-            self.ended = True
+            return self._send_final(message)
         return self._send(message)
+
+    async def _send_final(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except BaseException:
+            self.send_failed = True
+            raise
+        self.ended = True
 
 
 def _why_not_run(
@@ -244,6 +272,8 @@ def _why_not_run(
     """Why a request's tasks must not run, or None if they should."""
     if watch is None:  # websocket: only a failing app call stops them
         return None if error is None else f"the app {_failed(error)}"
+    if watch.send_failed:
+        return "the server's send of the final response message raised"
     if error is not None and not watch.ended:
         return f"the app {_failed(error)} before its final response message"
     if watch.status == 0:

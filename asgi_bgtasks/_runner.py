@@ -1,36 +1,46 @@
-"""Running requests' task chains: inline or detached, bounded, timed, logged."""
+"""Running chains: slots, the queue, shutdown, and what each outcome logs."""
 
 import asyncio
-import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
-from types import CoroutineType
-from typing import Any
+from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
-
-from ._stats import Ledger, Outcome
-from ._tasks import BackgroundTasks, TaskInfo, _Task
+from ._chain import Chain, Reason, Run, State
+from ._stats import Ledger
+from ._tasks import TaskInfo, _Task
 
 logger = logging.getLogger("asgi_bgtasks")
 
 TASK_FAILED = "background task %s failed"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
+TASK_TIMED_OUT_IN_THREAD = (
+    "background task %s timed out after %s s; it runs in a worker thread, "
+    "which cannot be stopped: its request's next task waits for it"
+)
+TASK_TIMED_OUT_THREAD_RETURNED = (
+    "background task %s timed out after %s s; its worker thread has returned"
+)
 TASK_UNFINISHED = "background task %s did not finish: cancelled while %s"
+TASK_IN_THREAD = (
+    "background task %s did not finish: running in a worker thread, which "
+    "cannot be stopped; it is counted when its thread returns"
+)
 TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
 DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
+
+# How long a cancelled task may take to unwind before it is given up on.
+UNWIND_GRACE = 0.5
 
 ErrorHandler = Callable[[TaskInfo, BaseException], None]
 
 
 class TaskRunner:
-    """Runs task chains, at most ``max_concurrency`` at once, in FIFO order.
+    """Runs chains, at most ``max_concurrency`` at once, in FIFO order.
 
-    A chain is one request's `BackgroundTasks`, run sequentially. Inline
-    chains run in the caller's coroutine; detached ones in worker tasks owned
-    here. Both wait in one queue for a free slot.
+    Inline and detached chains are the same: a detached one is started and
+    left; an inline one's request awaits `Chain.ended`. Every chain that was
+    handed over and is not done is known here, so shutdown can end them all.
     """
 
     def __init__(
@@ -41,223 +51,134 @@ class TaskRunner:
         task_timeout: float | None,
         on_error: ErrorHandler | None,
     ) -> None:
-        self._ledger = ledger
+        self.ledger = ledger
+        self.timeout = task_timeout
         self._limit = max_concurrency
-        self._timeout = task_timeout
         self._on_error = on_error
         self._active = 0  # chains holding a slot; < limit only if queue is empty
-        self._queue: deque[BackgroundTasks | asyncio.Future[None]] = deque()
-        self._workers: set[asyncio.Task[None]] = set()
-        self.closing = False
+        self._queue: deque[Chain] = deque()
+        self._chains: dict[Chain, None] = {}  # handed over, not done; in order
+        self.accepting = True  # False from shutdown on: no detached work
+        self.expired = False  # past the shutdown deadline: nothing starts
 
-    def submit(self, tasks: BackgroundTasks) -> None:
-        """Run ``tasks`` detached: return at once, the chain runs in a worker."""
+    def new_chain(self) -> Chain:
+        """The task list of a new request."""
+        return Chain(self)
+
+    def reopen(self) -> None:
+        """A new lifespan startup: take detached work again."""
+        self.accepting = True
+        self.expired = False
+
+    def submit(self, chain: Chain) -> None:
+        """Run ``chain`` detached: it starts now or when a slot frees up."""
+        self._chains[chain] = None
         if self._active < self._limit:
             self._active += 1
-            self._spawn(tasks)
+            chain.start()
         else:
-            self._queue.append(tasks)
+            chain.state = State.QUEUED
+            self._queue.append(chain)
 
-    def run(self, tasks: BackgroundTasks) -> Awaitable[None]:
-        """Run ``tasks`` inline: await the result until the chain has ended."""
-        if self._active < self._limit:
-            self._active += 1
-            return self._run_chain(tasks)
-        return self._run_in_turn(tasks)
+    def run(self, chain: Chain) -> "asyncio.Future[None]":
+        """Run ``chain`` inline: the caller awaits the future returned."""
+        ended = chain.ended()
+        self.submit(chain)
+        return ended
 
-    async def _run_in_turn(self, tasks: BackgroundTasks) -> None:
-        turn = asyncio.get_running_loop().create_future()
-        self._queue.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._release()  # the slot was ours already
-            self.abandon(tasks)
-            raise
-        await self._run_chain(tasks)
+    def release(self, chain: Chain, held_slot: bool) -> None:
+        """``chain`` is done: hand its slot to the next queued chain."""
+        del self._chains[chain]
+        if not held_slot:
+            self._queue.remove(chain)
+        elif self._queue and not self.expired:
+            self._queue.popleft().start()
+        else:
+            self._active -= 1
 
-    def drop(self, tasks: BackgroundTasks, reason: str) -> None:
-        """Never run ``tasks``: count them and say why in one WARNING."""
-        dropped = tasks._close()
-        self._ledger.drop(len(dropped))
-        names = ", ".join(task.name for task in dropped)
-        logger.warning(TASKS_DROPPED, len(dropped), reason, names)
-
-    def abandon(self, tasks: BackgroundTasks) -> None:
-        """Drop the tasks of a cancelled chain, one ERROR each."""
-        dropped = tasks._close()
-        self._ledger.drop(len(dropped))
-        for task in dropped:
-            logger.error(TASK_UNFINISHED, task.name, "pending")
+    async def cancel_chains(self, chains: list[Chain], reason: Reason) -> None:
+        """End ``chains``: drop what has not started, cancel what runs, and
+        wait up to `UNWIND_GRACE` seconds for it to unwind."""
+        for chain in chains:
+            chain.cancel(reason)
+        unwinding = [chain for chain in chains if chain.running_async()]
+        if unwinding:
+            await asyncio.wait(
+                [chain.ended() for chain in unwinding], timeout=UNWIND_GRACE
+            )
+        for chain in unwinding:
+            chain.give_up()
 
     async def shutdown(self, timeout: float) -> None:
-        """Stop taking detached work; wait for all tasks, then cancel the rest."""
-        self.closing = True
-        unfinished = self._ledger.unfinished
+        """Stop taking detached work; wait for all tasks, then end the rest.
+
+        Returns at most `UNWIND_GRACE` seconds after ``timeout``, whatever the
+        tasks do; from ``timeout`` on, no task starts.
+        """
+        self.accepting = False
+        unfinished = self.ledger.unfinished
         if unfinished:
             logger.info(DRAINING, timeout, unfinished)
         try:
-            await asyncio.wait_for(self._ledger.join(), timeout)
-        except asyncio.TimeoutError:
-            queued = [item for item in self._queue if isinstance(item, BackgroundTasks)]
-            for tasks in queued:
-                self._queue.remove(tasks)
-                self.abandon(tasks)
-            workers = list(self._workers)
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.wait_for(self._drained(), timeout)
+            return
+        except TimeoutError:
+            pass
+        self.expired = True
+        await self.cancel_chains(list(self._chains), "shutdown")
 
-    def _spawn(self, tasks: BackgroundTasks) -> None:
-        worker = asyncio.get_running_loop().create_task(
-            self._run_chain(tasks, detached=True)
-        )
-        self._workers.add(worker)
-        worker.add_done_callback(self._workers.discard)
+    async def _drained(self) -> None:
+        while self.ledger.unfinished:
+            await self.ledger.join()
 
-    def _release(self) -> None:
-        """Hand our slot to the next chain in the queue, or free it."""
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, BackgroundTasks):
-                self._spawn(item)
-                return
-            if not item.done():
-                item.set_result(None)
-                return
-        self._active -= 1
+    def drop(self, tasks: list[_Task], why: str) -> None:
+        """Never run ``tasks`` (their request failed): one WARNING for all."""
+        self.ledger.drop([task.seq for task in tasks])
+        names = ", ".join(task.name for task in tasks)
+        logger.warning(TASKS_DROPPED, len(tasks), why, names)
 
-    async def _run_chain(self, tasks: BackgroundTasks, detached: bool = False) -> None:
-        """Run the chain's tasks one by one, then give up its slot.
+    def abandon(self, tasks: list[_Task]) -> None:
+        """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
+        self.ledger.drop([task.seq for task in tasks])
+        for task in tasks:
+            logger.error(TASK_UNFINISHED, task.name, "pending")
 
-        A detached worker first takes on the chains queued behind it, if any:
-        cheaper than a new asyncio task for each.
+    def expire(self, run: Run) -> None:
+        """``run``'s task is past its timeout."""
+        if not run.expire():
+            logger.warning(TASK_TIMED_OUT_IN_THREAD, run.task.name, self.timeout)
+
+    def leave_running_in_thread(self, run: Run) -> None:
+        """``run`` cannot be cancelled: it counts as running until it returns."""
+        logger.error(TASK_IN_THREAD, run.task.name)
+
+    def settle(self, run: Run) -> None:
+        """Count a task that ran in its outcome, and report what went wrong.
+
+        The one place where a task that started gets its terminal state.
         """
-        ledger = self._ledger
-        try:
-            while True:
-                while (task := tasks._take_next()) is not None:
-                    ledger.start()
-                    try:
-                        if self._timeout is None:
-                            error = await _drive(task)
-                            outcome: Outcome = (
-                                "succeeded" if error is None else "failed"
-                            )
-                        else:
-                            outcome, error = await self._within_timeout(task)
-                    except asyncio.CancelledError:
-                        ledger.finish("dropped")
-                        logger.error(TASK_UNFINISHED, task.name, "running")
-                        self.abandon(tasks)
-                        raise
-                    ledger.finish(outcome)
-                    if error is not None:
-                        self._report(task, outcome, error)
-                queue = self._queue
-                if not (detached and queue and type(queue[0]) is BackgroundTasks):
-                    break
-                tasks = queue.popleft()  # type: ignore[assignment]
-        finally:
-            self._release()
-
-    async def _within_timeout(
-        self, task: _Task
-    ) -> tuple[Outcome, BaseException | None]:
-        """Run ``task`` as an asyncio task of its own, which the chain can leave
-        behind: a blocking function's thread cannot be stopped, it ends
-        unwatched."""
-        call = asyncio.ensure_future(_drive(task))
-        try:
-            done, _ = await asyncio.wait((call,), timeout=self._timeout)
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
-        if not done:
-            call.cancel()
-            return "timed_out", asyncio.TimeoutError()
-        error = asyncio.CancelledError() if call.cancelled() else call.result()
-        return ("succeeded", None) if error is None else ("failed", error)
-
-    def _report(self, task: _Task, outcome: Outcome, error: BaseException) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+        task = run.task
+        outcome = run.outcome()
+        self.ledger.finish(task.seq, outcome)
+        if outcome == "succeeded":
+            return
+        if outcome == "dropped":
+            logger.error(TASK_UNFINISHED, task.name, "running")
+            return
         if outcome == "timed_out":
-            logger.error(TASK_TIMED_OUT, task.name, self._timeout)
+            timed_out = (
+                TASK_TIMED_OUT_THREAD_RETURNED if task.in_thread else TASK_TIMED_OUT
+            )
+            logger.error(timed_out, task.name, self.timeout)
+            error: BaseException = TimeoutError()
         else:
+            assert run.error is not None
+            error = run.error
             logger.error(TASK_FAILED, task.name, exc_info=error)
         if self._on_error is not None:
             try:
                 self._on_error(task.info, error)
             except Exception:
                 logger.exception(ON_ERROR_FAILED, task.name)
-
-
-class _Pass:
-    """Hands what a driven coroutine yields on to the task that drives it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self.value)
-
-
-async def _drive(task: _Task) -> BaseException | None:
-    """Run ``task`` to its end inside its context, in the current asyncio task.
-
-    Returns what the task raised instead of raising it, so KeyboardInterrupt
-    or SystemExit from a task cannot stop the event loop. Cheaper than an
-    asyncio task of its own: nothing to schedule, no extra loop turns. A
-    CancelledError that comes back out after we passed one in is the current
-    task's cancellation and propagates; one the task raised on its own is its
-    failure.
-    """
-    context = task.context
-    try:
-        if task.is_async_def:
-            # Calling an async def runs none of its code: no context needed.
-            coro = task.func(*task.args, **task.kwargs)
-        elif task.is_async:
-            coro = context.run(task.func, *task.args, **task.kwargs)
-            if type(coro) is not CoroutineType:
-                coro = _await(coro)  # an awaitable other than a coroutine
-        else:
-            coro = _call_blocking(task)
-    except BaseException as error:  # bad arguments, or an async callable failing
-        return error
-    value: Any = None
-    thrown: BaseException | None = None
-    passed_cancel = False
-    while True:
-        try:
-            if thrown is None:
-                yielded = context.run(coro.send, value)
-            else:
-                yielded = context.run(coro.throw, thrown)
-        except StopIteration:
-            return None
-        except asyncio.CancelledError as cancel:
-            if passed_cancel:
-                raise
-            return cancel
-        except BaseException as error:
-            return error
-        try:
-            value, thrown = await _Pass(yielded), None
-        except BaseException as error:  # cancellation, or a bad yield
-            value, thrown = None, error
-            passed_cancel = passed_cancel or isinstance(error, asyncio.CancelledError)
-
-
-async def _await(awaitable: Awaitable[Any]) -> None:
-    await awaitable
-
-
-async def _call_blocking(task: _Task) -> None:
-    """Call a plain function in a worker thread; await what it may return."""
-    blocking = sync_to_async(task.func, thread_sensitive=False)
-    result = await blocking(*task.args, **task.kwargs)
-    if inspect.isawaitable(result):
-        await result  # a plain lambda that returns a coroutine

@@ -26,14 +26,27 @@ class Stats:
     pending: int
 
 
-class Ledger:
-    """The live counters behind `Stats`, and waiting until they settle.
+class _Join:
+    """One `join()` call: how many of the tasks it waits for are unfinished."""
 
-    ``scheduled`` may grow from any thread (``add_task`` in a sync view) and is
-    changed under ``lock``; everything else changes on the event loop only.
+    __slots__ = ("done", "remaining", "up_to")
+
+    def __init__(self, up_to: int, remaining: int) -> None:
+        self.up_to = up_to  # it waits for the tasks numbered below this
+        self.remaining = remaining
+        self.done = asyncio.get_running_loop().create_future()
+
+
+class Ledger:
+    """The live counters behind `Stats`, and waiting for tasks to end.
+
+    Every change happens under ``lock``: ``add_task`` may count a task from
+    any thread, and a snapshot taken in any thread is consistent. Tasks are
+    numbered in the order they were scheduled (``seq``), so `join` can wait
+    for exactly the tasks scheduled before it.
     """
 
-    __slots__ = ("_idle_waiters", "_settled", "lock", "running", "scheduled")
+    __slots__ = ("_joins", "_settled", "lock", "running", "scheduled")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -42,57 +55,68 @@ class Ledger:
         self._settled: dict[Outcome, int] = dict.fromkeys(
             ("succeeded", "failed", "timed_out", "dropped"), 0
         )
-        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._joins: list[_Join] = []
 
     @property
     def unfinished(self) -> int:
         """Tasks scheduled that have not ended yet: running or pending."""
-        return self.scheduled - sum(self._settled.values())
+        with self.lock:
+            return self.scheduled - sum(self._settled.values())
 
     @property
     def pending(self) -> int:
-        """Tasks scheduled that have neither started nor been dropped."""
-        return self.unfinished - self.running
+        """Tasks scheduled that have neither started nor ended."""
+        with self.lock:
+            return self.scheduled - sum(self._settled.values()) - self.running
 
     def snapshot(self) -> Stats:
         """Read every counter at once."""
-        scheduled, running, settled = self.scheduled, self.running, self._settled
-        pending = scheduled - running - sum(settled.values())
-        return Stats(
-            scheduled=scheduled,
-            succeeded=settled["succeeded"],
-            failed=settled["failed"],
-            timed_out=settled["timed_out"],
-            dropped=settled["dropped"],
-            running=running,
-            pending=pending,
-        )
+        with self.lock:
+            settled = self._settled
+            return Stats(
+                scheduled=self.scheduled,
+                succeeded=settled["succeeded"],
+                failed=settled["failed"],
+                timed_out=settled["timed_out"],
+                dropped=settled["dropped"],
+                running=self.running,
+                pending=self.scheduled - self.running - sum(settled.values()),
+            )
 
-    def start(self) -> None:
-        """One pending task starts running."""
-        self.running += 1
+    def finish(self, seq: int, outcome: Outcome) -> None:
+        """Task number ``seq``, which was running, ended with ``outcome``."""
+        with self.lock:
+            self.running -= 1
+            self._settled[outcome] += 1
+        if self._joins:
+            self._ended(seq)
 
-    def finish(self, outcome: Outcome) -> None:
-        """One running task ends with ``outcome``."""
-        self.running -= 1
-        self._settled[outcome] += 1
-        self._wake_if_idle()
-
-    def drop(self, count: int) -> None:
-        """``count`` pending tasks will never run."""
-        self._settled["dropped"] += count
-        self._wake_if_idle()
+    def drop(self, seqs: list[int]) -> None:
+        """The pending tasks numbered ``seqs`` will never run."""
+        with self.lock:
+            self._settled["dropped"] += len(seqs)
+        if self._joins:
+            for seq in seqs:
+                self._ended(seq)
 
     async def join(self) -> None:
-        """Wait until every task scheduled so far has ended."""
-        while self.unfinished:
-            waiter = asyncio.get_running_loop().create_future()
-            self._idle_waiters.append(waiter)
-            await waiter
+        """Wait until every task scheduled before this call has ended."""
+        with self.lock:
+            up_to = self.scheduled
+            unfinished = up_to - sum(self._settled.values())
+        if not unfinished:
+            return
+        join = _Join(up_to, unfinished)
+        self._joins.append(join)
+        try:
+            await join.done
+        finally:
+            self._joins.remove(join)
 
-    def _wake_if_idle(self) -> None:
-        if self._idle_waiters and not self.unfinished:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+    def _ended(self, seq: int) -> None:
+        """Runs on the event loop, as every task's end does."""
+        for join in self._joins:
+            if seq < join.up_to:
+                join.remaining -= 1
+                if not join.remaining and not join.done.done():
+                    join.done.set_result(None)

@@ -52,19 +52,20 @@ class TaskInfo:
 
 
 class _Task:
-    """One scheduled call, with the context it was scheduled in."""
+    """One scheduled call, with the context it was scheduled in.
 
-    __slots__ = ("args", "context", "func", "is_async", "is_async_def", "kwargs")
+    ``seq`` numbers it among all tasks scheduled (see `Ledger.join`);
+    ``in_thread`` says it is plain ``def``, run in a worker thread.
+    """
+
+    __slots__ = ("args", "context", "func", "in_thread", "kwargs", "seq")
 
     def __init__(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if type(func) is FunctionType and not func.__dict__:  # fast, common case
-            self.is_async = self.is_async_def = bool(
-                func.__code__.co_flags & CO_COROUTINE
-            )
+            self.in_thread = not func.__code__.co_flags & CO_COROUTINE
         else:
-            self.is_async_def = False
             if inspect.iscoroutine(func):
                 func.close()  # we raise instead: spare the "never awaited" warning
                 raise TypeError(_COROUTINE)
@@ -72,11 +73,12 @@ class _Task:
                 raise TypeError(
                     f"add_task() needs a callable, got {type(func).__name__}"
                 )
-            self.is_async = _is_async_callable(func)
+            self.in_thread = not _is_async_callable(func)
         self.func = func
         self.args = args
         self.kwargs = kwargs
         self.context = contextvars.copy_context()
+        self.seq = -1
 
     @property
     def name(self) -> str:
@@ -109,16 +111,18 @@ class BackgroundTasks:
     """The tasks of one request, run in the order added after its response.
 
     Get it with `background_tasks(scope)`; the middleware creates one per
-    request. Thread-safe: sync views may add tasks from a worker thread.
+    request. Thread-safe: sync views may add tasks from a worker thread. The
+    list is open until its last task has been taken to run, or until what
+    is left of it is dropped; `add_task` raises from then on.
     """
 
-    __slots__ = ("_closed", "_items", "_ledger", "_next")
+    __slots__ = ("_items", "_ledger", "_next", "_open")
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._items: list[_Task | None] | None = None
-        self._next = 0
-        self._closed = False
+        self._items: list[_Task | None] = []
+        self._next = 0  # index of the next task to run
+        self._open = True
 
     def add_task(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -130,49 +134,44 @@ class BackgroundTasks:
         `RuntimeError` once this request's tasks have finished.
         """
         task = _Task(func, args, kwargs)
-        with self._ledger.lock:
-            if self._closed:
+        ledger = self._ledger
+        with ledger.lock:
+            if not self._open:
                 raise RuntimeError(_CLOSED)
-            if self._items is None:
-                self._items = [task]
-            else:
-                self._items.append(task)
-            self._ledger.scheduled += 1
+            task.seq = ledger.scheduled
+            ledger.scheduled += 1
+            self._items.append(task)
 
-    def _take_next(self) -> _Task | None:
-        """The next task of a started chain, or None once it is done."""
-        items = self._items or []
-        if self._next == len(items) and self._sealed():
-            return None
-        task = items[self._next]
-        items[self._next] = None  # let its arguments go once it has run
-        self._next += 1
+    def _take(self) -> _Task | None:
+        """The next task, now counted running; None closes the list."""
+        ledger = self._ledger
+        with ledger.lock:
+            items = self._items
+            if self._next == len(items):
+                self._open = False
+                return None
+            task = items[self._next]
+            items[self._next] = None  # the list no longer keeps its arguments
+            self._next += 1
+            ledger.running += 1
         return task
+
+    def _close(self) -> list[_Task]:
+        """Close the list; return (and let go of) the tasks never started."""
+        with self._ledger.lock:
+            self._open = False
+            rest = self._items[self._next :]
+            self._items.clear()
+            self._next = 0
+        return rest  # type: ignore[return-value]  # only started ones are None
 
     def _close_if_empty(self) -> bool:
         """Close the list if nothing was scheduled; True if it was empty."""
-        return self._items is None and self._sealed()
-
-    def _close(self) -> list[_Task]:
-        """Close the list and return the tasks that never started."""
-        self._sealed()
-        return [task for task in (self._items or [])[self._next :] if task]
-
-    def _sealed(self) -> bool:
-        """Close to new tasks, unless one arrived meanwhile; True if closed.
-
-        Runs on the event loop. The lock is only waited for when an
-        ``add_task`` in another thread holds it: then it may be mid-append.
-        """
-        self._closed = True
-        lock = self._ledger.lock
-        if lock.locked():
-            with lock:
-                pass
-        if self._next < len(self._items or ()):
-            self._closed = False
-            return False
-        return True
+        with self._ledger.lock:
+            if self._items:
+                return False
+            self._open = False
+            return True
 
 
 def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:

@@ -79,8 +79,10 @@ class run_tasks_on_exit:
     """
 
     def __init__(self) -> None:
-        self._ledger = Ledger()
-        self._tasks = BackgroundTasks(self._ledger)
+        self._runner = TaskRunner(
+            Ledger(), max_concurrency=1, task_timeout=None, on_error=None
+        )
+        self._tasks = self._runner.new_chain()
         self._token: Token[BackgroundTasks | None] | None = None
 
     def __enter__(self) -> "run_tasks_on_exit":
@@ -115,8 +117,5 @@ class run_tasks_on_exit:
         return error is None and not self._tasks._close_if_empty()
 
     async def _run(self) -> None:
-        runner = TaskRunner(
-            self._ledger, max_concurrency=1, task_timeout=None, on_error=None
-        )
-        with _failures_raised(self._ledger.snapshot):
-            await runner.run(self._tasks)
+        with _failures_raised(self._runner.ledger.snapshot):
+            await self._runner.run(self._tasks)

@@ -66,8 +66,8 @@ async def test_shutdown_timeout_cancels_and_logs_each_unfinished_task(
         "shutdown: waiting up to 0.01 s for 4 unfinished background task(s)",
         f"background task {name} did not finish: cancelled while pending",
         f"background task {name} did not finish: cancelled while pending",
-        f"background task {name} did not finish: cancelled while running",
         f"background task {name} did not finish: cancelled while pending",
+        f"background task {name} did not finish: cancelled while running",
     ]
     assert {r.levelname for r in caplog.records[2:]} == {"ERROR"}
     assert app.stats.dropped == 4

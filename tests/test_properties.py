@@ -52,6 +52,8 @@ class Expected:
     sent: list[Message] = field(default_factory=list)
 
     def see(self, message: Message) -> None:
+        if self.final_at is not None:
+            return  # messages after the final one change nothing
         kind = message["type"]
         if kind == "http.response.start":
             self.status, self.trailers = message["status"], message["trailers"]

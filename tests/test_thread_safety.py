@@ -1,6 +1,8 @@
 """add_task from many threads: every task counted and run, none lost."""
 
+import asyncio
 import contextvars
+import itertools
 import threading
 from typing import Any
 
@@ -8,8 +10,6 @@ from asgiref.sync import sync_to_async
 from helpers import BODY, START_200, call
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
-from asgi_bgtasks._stats import Ledger
-from asgi_bgtasks._tasks import BackgroundTasks
 
 
 async def test_tasks_added_from_many_threads_at_once_all_run(
@@ -46,29 +46,111 @@ async def test_tasks_added_from_many_threads_at_once_all_run(
     assert middleware.stats.scheduled == middleware.stats.succeeded == 1600
 
 
-class _LockHeldByAnAdder:
-    """The ledger lock while ``add_task`` in another thread is mid-append.
+class Adders:
+    """Threads that call ``add_task`` until it refuses, counting their calls.
 
-    Waiting for it lets that add_task finish: its task lands in the list.
+    They run in copies of the request's context, as a sync view's threads do.
+    A monitor thread takes `stats` snapshots meanwhile and keeps any that
+    breaks the identity of the contract.
     """
 
-    def __init__(self, tasks: BackgroundTasks) -> None:
-        self.tasks = tasks
+    def __init__(self, middleware: BackgroundTasksMiddleware, ran: list[object]):
+        self.middleware = middleware
+        self.ran = ran
+        self.added = 0
+        self.refused = 0
+        self.first_added = threading.Event()
+        self.bad_snapshots: list[object] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
 
-    def locked(self) -> bool:
-        return True
+    def start(self, count: int = 4, calls: int | None = None) -> None:
+        """Start the adders; call inside the request."""
+        for n in range(count):
+            run = contextvars.copy_context().run
+            thread = threading.Thread(target=run, args=(self._add, n, calls))
+            self._threads.append(thread)
+            thread.start()
+        monitor = threading.Thread(target=self._monitor)
+        self._threads.append(monitor)
+        monitor.start()
 
-    def __enter__(self) -> None:
-        self.tasks._items = [None]  # type: ignore[list-item]
+    async def stop(self) -> None:
+        """Wait for the adders (each stops at its first refusal)."""
+        for thread in self._threads[:-1]:
+            await asyncio.to_thread(thread.join)
+        self._stop.set()
+        await asyncio.to_thread(self._threads[-1].join)
 
-    def __exit__(self, *exc_info: object) -> None:
-        pass
+    def _add(self, n: int, calls: int | None) -> None:
+        for i in itertools.count() if calls is None else range(calls):
+            try:
+                add_task(self.ran.append, (n, i))
+            except RuntimeError:
+                with self._lock:
+                    self.refused += 1
+                return
+            with self._lock:
+                self.added += 1
+            self.first_added.set()
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(0.0001):
+            stats = self.middleware.stats
+            if stats.pending < 0 or stats.running < 0 or stats.scheduled != (
+                stats.succeeded
+                + stats.failed
+                + stats.timed_out
+                + stats.dropped
+                + stats.running
+                + stats.pending
+            ):
+                self.bad_snapshots.append(stats)
 
 
-def test_a_task_added_while_its_request_ends_keeps_the_list_open() -> None:
-    ledger = Ledger()
-    tasks = BackgroundTasks(ledger)
-    ledger.lock = _LockHeldByAnAdder(tasks)  # type: ignore[assignment]
+def racing_app(
+    status: int, calls: int | None = None
+) -> tuple[BackgroundTasksMiddleware, Adders]:
+    """An app whose request starts adders, then answers ``status``."""
+    ran: list[object] = []
 
-    assert tasks._close_if_empty() is False  # not closed: the new task will run
-    assert tasks._closed is False
+    async def app(scope: object, receive: object, send: Any) -> None:
+        adders.start(calls=calls)
+        await asyncio.to_thread(adders.first_added.wait)
+        await send({**START_200, "status": status})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    adders = Adders(middleware, ran)
+    return middleware, adders
+
+
+async def test_add_task_racing_the_end_of_the_chain_runs_each_task_or_refuses_it() -> (
+    None
+):
+    middleware, adders = racing_app(200, calls=500)
+
+    await call(middleware, [])
+    await adders.stop()
+    await middleware.join()
+
+    stats = middleware.stats
+    assert adders.added == 4 * 500 or adders.refused  # an adder stops when refused
+    assert adders.added == stats.scheduled == stats.succeeded == len(adders.ran)
+    assert adders.bad_snapshots == []
+
+
+async def test_add_task_racing_a_5xx_drop_drops_each_task_or_refuses_it() -> None:
+    middleware, adders = racing_app(500)
+
+    await call(middleware, [])
+    await adders.stop()
+    await middleware.join()
+
+    stats = middleware.stats
+    assert adders.added == stats.scheduled == stats.dropped
+    assert adders.ran == []
+    assert adders.refused == 4
+    assert (stats.pending, stats.running) == (0, 0)
+    assert adders.bad_snapshots == []

@@ -1,0 +1,240 @@
+"""One request's tasks as a chain: run one after another, each in its own Task.
+
+Every task runs as an asyncio Task of its own, created in the context copied
+at ``add_task``. Only the runner holds that Task besides the task's own code,
+so whose cancellation ended a task is a fact the runner records when it
+cancels (`Run.cancelled_for`, `Run.timed_out`), never a guess from the
+exception. A chain moves through explicit states; each transition is one
+method of `Chain`.
+"""
+
+import asyncio
+import enum
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._stats import Outcome
+from ._tasks import BackgroundTasks, _Task
+
+if TYPE_CHECKING:
+    from ._runner import TaskRunner
+
+Reason = Literal["shutdown", "cancelled"]  # why the runner cancels a chain
+
+
+class State(enum.Enum):
+    OPEN = "open"  # its request is being handled
+    QUEUED = "queued"  # waiting for a free slot (max_concurrency)
+    RUNNING = "running"  # runs its tasks one by one
+    CANCELLING = "cancelling"  # no further task starts; the last one unwinds
+    DONE = "done"
+
+
+class Run:
+    """One task running, and what was done to it.
+
+    An ``async`` task runs in an asyncio Task of its own, created in the task's
+    context; a plain ``def`` one in a worker thread, as a future that nobody
+    can cancel. Facts: ``timed_out``, its timeout passed; ``cancelled_for``,
+    the runner cancelled it (never a thread: it cannot be stopped);
+    ``abandoned``, the runner stopped waiting for it to unwind; ``error``,
+    what it raised. `outcome` decides from these alone.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "cancelled_for",
+        "child",
+        "error",
+        "in_thread",
+        "on_end",
+        "task",
+        "timed_out",
+        "timer",
+    )
+
+    def __init__(self, task: _Task, on_end: Callable[["Run"], None]) -> None:
+        self.task = task
+        self.on_end = on_end
+        self.timed_out = False
+        self.cancelled_for: Reason | None = None
+        self.abandoned = False
+        self.error: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.in_thread = task.in_thread
+        self.child: asyncio.Future[Any]
+        if self.in_thread:
+            call = functools.partial(
+                task.context.run, task.func, *task.args, **task.kwargs
+            )
+            self.child = asyncio.get_running_loop().run_in_executor(None, call)
+            self.child.add_done_callback(self._returned_from_thread)
+        else:
+            self._start(task.func, task.args, task.kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {self.task.name} done={self.child.done()} "
+            f"timed_out={self.timed_out} cancelled_for={self.cancelled_for} "
+            f"abandoned={self.abandoned}>"
+        )
+
+    def expire(self) -> bool:
+        """Its timeout passed: cancel it; False if it runs in a thread."""
+        self.timed_out = True
+        if self.in_thread:
+            return False
+        self.child.cancel()
+        return True
+
+    def cancel(self, reason: Reason) -> bool:
+        """Cancel it for ``reason``; False if it runs in a thread."""
+        if self.in_thread:
+            return False
+        if self.cancelled_for is None:
+            self.cancelled_for = reason
+        self.child.cancel()
+        return True
+
+    def outcome(self) -> Outcome:
+        """How the task ended."""
+        if self.timed_out:
+            return "timed_out"
+        if self.abandoned:
+            return "dropped"
+        if self.error is None:
+            return "succeeded"
+        if self.cancelled_for is not None:
+            return "dropped"  # ended by our cancellation, not its own
+        return "failed"  # its own error, its own CancelledError included
+
+    def _start(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.child = asyncio.get_running_loop().create_task(
+            _call(func, args, kwargs), context=self.task.context
+        )
+        self.child.add_done_callback(self._ended)
+
+    def _ended(self, child: "asyncio.Future[BaseException | None]") -> None:
+        self.error = asyncio.CancelledError() if child.cancelled() else child.result()
+        self.on_end(self)
+
+    def _returned_from_thread(self, future: "asyncio.Future[Any]") -> None:
+        self.error = future.exception()
+        if self.error is None and inspect.isawaitable(result := future.result()):
+            self.in_thread = False  # a plain lambda that returned a coroutine
+            self._start(_itself, (result,), {})
+            return
+        self.on_end(self)
+
+
+class Chain(BackgroundTasks):
+    """The tasks of one request, and the lifecycle of running them.
+
+    OPEN → (QUEUED →) RUNNING → (CANCELLING →) DONE. The next task starts
+    only when the previous one's Task has ended; a chain holds one slot of
+    the runner's ``max_concurrency`` while RUNNING or CANCELLING.
+    """
+
+    __slots__ = ("_ended", "_run", "_runner", "state")
+
+    def __init__(self, runner: "TaskRunner") -> None:
+        super().__init__(runner.ledger)
+        self._runner = runner
+        self.state = State.OPEN
+        self._run: Run | None = None
+        self._ended: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Chain {self.state.value} run={self._run!r}>"
+
+    def start(self) -> None:
+        """A slot is ours: run the tasks, one after another."""
+        self.state = State.RUNNING
+        self._start_next()
+
+    def ended(self) -> "asyncio.Future[None]":
+        """A future that is resolved once the chain is DONE."""
+        if self._ended is None or self._ended.cancelled():
+            self._ended = asyncio.get_running_loop().create_future()
+            if self.state is State.DONE:
+                self._ended.set_result(None)
+        return self._ended
+
+    def running_async(self) -> bool:
+        """True if an ``async`` task of this chain is running or unwinding."""
+        return self._run is not None and not self._run.in_thread
+
+    def cancel(self, reason: Reason) -> None:
+        """Start no further task: drop the rest, cancel the running one."""
+        if self.state in (State.CANCELLING, State.DONE):
+            return
+        held_slot = self.state is State.RUNNING
+        self.state = State.CANCELLING
+        self._runner.abandon(self._close())
+        run = self._run
+        if run is None:
+            self._finish(held_slot)
+        elif not run.cancel(reason):
+            self._runner.leave_running_in_thread(run)
+
+    def give_up(self) -> None:
+        """Stop waiting for a cancelled ``async`` task that is still unwinding."""
+        run = self._run
+        if self.state is State.CANCELLING and run is not None:
+            run.abandoned = True
+            self._settle(run)
+
+    def _start_next(self) -> None:
+        task = self._take()
+        if task is None:
+            self._finish(held_slot=True)
+            return
+        run = self._run = Run(task, self._task_ended)
+        timeout = self._runner.timeout
+        if timeout is not None:
+            run.timer = asyncio.get_running_loop().call_later(
+                timeout, self._runner.expire, run
+            )
+
+    def _task_ended(self, run: Run) -> None:
+        if run is self._run:  # else: given up on before
+            self._settle(run)
+
+    def _settle(self, run: Run) -> None:
+        """The running task has ended: count it, then go on or finish."""
+        self._run = None
+        self._runner.settle(run)
+        if self.state is State.RUNNING:
+            self._start_next()
+        else:
+            self._finish(held_slot=True)
+
+    def _finish(self, held_slot: bool) -> None:
+        self.state = State.DONE
+        self._runner.release(self, held_slot)
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_result(None)
+
+
+async def _call(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> BaseException | None:
+    """The coroutine of an ``async`` task's Task: returns what the task raised.
+
+    Returning, not raising, keeps KeyboardInterrupt or SystemExit from a task
+    away from the event loop.
+    """
+    try:
+        await func(*args, **kwargs)
+    except BaseException as error:
+        return error
+    return None
+
+
+def _itself(awaitable: Any) -> Any:
+    return awaitable
