@@ -157,7 +157,8 @@ class Chain(BackgroundTasks):
         self._start_next()
 
     def ended(self) -> "asyncio.Future[None]":
-        """A future that is resolved once the chain is DONE."""
+        """A future resolved once the chain is DONE, or once `cancel` has
+        left it to a worker thread that cannot be stopped."""
         if self._ended is None or self._ended.cancelled():
             self._ended = asyncio.get_running_loop().create_future()
             if self.state is State.DONE:
@@ -180,6 +181,7 @@ class Chain(BackgroundTasks):
             self._finish(held_slot)
         elif not run.cancel(reason):
             self._runner.leave_running_in_thread(run)
+            self._resolve_ended()
 
     def give_up(self) -> None:
         """Stop waiting for a cancelled ``async`` task that is still unwinding."""
@@ -216,6 +218,9 @@ class Chain(BackgroundTasks):
     def _finish(self, held_slot: bool) -> None:
         self.state = State.DONE
         self._runner.release(self, held_slot)
+        self._resolve_ended()
+
+    def _resolve_ended(self) -> None:
         ended = self._ended
         if ended is not None and not ended.done():
             ended.set_result(None)

@@ -98,13 +98,18 @@ class Adders:
     def _monitor(self) -> None:
         while not self._stop.wait(0.0001):
             stats = self.middleware.stats
-            if stats.pending < 0 or stats.running < 0 or stats.scheduled != (
-                stats.succeeded
-                + stats.failed
-                + stats.timed_out
-                + stats.dropped
-                + stats.running
-                + stats.pending
+            if (
+                stats.pending < 0
+                or stats.running < 0
+                or stats.scheduled
+                != (
+                    stats.succeeded
+                    + stats.failed
+                    + stats.timed_out
+                    + stats.dropped
+                    + stats.running
+                    + stats.pending
+                )
             ):
                 self.bad_snapshots.append(stats)
 

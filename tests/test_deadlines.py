@@ -1,0 +1,245 @@
+"""Timeouts and the shutdown deadline: a cancelled task is awaited before
+anything else starts, nothing starts after the deadline, and shutdown is
+bounded whatever the tasks do (DESIGN.md, "Shutdown" and "When tasks run")."""
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from helpers import Gate, Lifespan, call, scheduling, start_request, with_lifespan
+
+from asgi_bgtasks import BackgroundTasksMiddleware
+
+SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
+# Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
+# a broken bound from hanging the suite.
+HANG = 30
+
+
+def unwinds_slowly(events: list[object], opened: asyncio.Event) -> Any:
+    """A task that, once cancelled, takes a few loop turns to clean up."""
+
+    async def task() -> None:
+        try:
+            events.append("task started")
+            opened.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            events.append("cleanup done")
+            raise
+
+    return task
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_timed_out_task_finishes_unwinding_before_the_next_task_starts(
+    events: list[object], mode: str
+) -> None:
+    task = unwinds_slowly(events, asyncio.Event())
+    app = BackgroundTasksMiddleware(
+        scheduling((task,), (events.append, "next")), mode=mode, task_timeout=0.01
+    )
+
+    await call(app, events)
+    await app.join()
+
+    assert events[-2:] == ["cleanup done", "next"]
+    assert (app.stats.timed_out, app.stats.succeeded) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_at_the_deadline_a_cancelled_task_unwinds_before_the_app_sees_shutdown(
+    events: list[object], mode: str
+) -> None:
+    started = asyncio.Event()
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((unwinds_slowly(events, started),)), events),
+        mode=mode,
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await started.wait()
+
+    assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+
+    assert events[-2:] == ["cleanup done", "app saw shutdown"]
+    await request  # an inline call returns normally: its response was complete
+    assert (app.stats.dropped, app.stats.running) == (1, 0)
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_after_the_deadline_no_task_starts_though_the_running_one_absorbed_it(
+    events: list[object], caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    started = asyncio.Event()
+
+    async def absorbs_cancellation() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            events.append("absorbed")
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(
+            scheduling((absorbs_cancellation,), (events.append, "next")), events
+        ),
+        mode=mode,
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await started.wait()
+
+    assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+    await request
+
+    assert "next" not in events
+    assert events[-2:] == ["absorbed", "app saw shutdown"]
+    assert (
+        "background task list.append did not finish: cancelled while "
+        "pending" in caplog.messages
+    )
+    # It did return: it ran to its end, though late.
+    assert (app.stats.succeeded, app.stats.dropped) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_shutdown_is_bounded_when_a_task_swallows_every_cancellation(
+    events: list[object], caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    started, released = asyncio.Event(), asyncio.Event()
+
+    async def swallows_cancellation() -> None:
+        started.set()
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                events.append("swallowed")
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((swallows_cancellation,)), events),
+        mode=mode,
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await started.wait()
+
+    async with asyncio.timeout(HANG):
+        assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+        await request
+
+    assert events[-2:] == ["swallowed", "app saw shutdown"]
+    assert caplog.messages[-1] == (
+        f"background task {__name__}.test_shutdown_is_bounded_when_a_task_swallows_"
+        "every_cancellation.<locals>.swallows_cancellation did not finish: "
+        "cancelled while running"
+    )
+    assert (app.stats.dropped, app.stats.running) == (1, 0)
+    released.set()  # let it end, counted once: it was given up on already
+    await asyncio.sleep(0)
+    assert app.stats.dropped == 1
+    assert app.stats.scheduled == 1
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_thread_at_the_deadline_is_logged_unstoppable_and_counted_on_return(
+    events: list[object], caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def blocks() -> None:
+        entered.set()
+        release.wait(timeout=HANG)
+        events.append("thread returned")
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((blocks,), (events.append, "next")), events),
+        mode=mode,
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await asyncio.to_thread(entered.wait)
+
+    assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+    await request
+
+    name = f"{__name__}.test_a_thread_at_the_deadline_is_logged_unstoppable_and_"
+    name += "counted_on_return.<locals>.blocks"
+    assert (
+        f"background task {name} did not finish: running in a worker thread, "
+        "which cannot be stopped; it is counted when its thread returns"
+    ) in caplog.messages
+    assert (app.stats.running, app.stats.dropped) == (1, 1)  # "next" never starts
+
+    release.set()
+    await app.join()
+
+    assert events[-1] == "thread returned"
+    assert (app.stats.running, app.stats.succeeded, app.stats.dropped) == (0, 1, 1)
+
+
+async def test_a_second_lifespan_cycle_runs_tasks_detached_again(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((gate.task, "task")), events)
+    )
+    first = Lifespan(app)
+    await first.startup()
+    await first.shutdown()
+    second = Lifespan(app)
+    await second.startup()
+
+    request = await start_request(app, events)
+    await gate.arrived["task"].wait()
+    for _ in range(10):  # loop turns, not time: a detached call has returned
+        await asyncio.sleep(0)
+
+    assert request.done()
+    gate.opened.set()
+    assert await second.shutdown() == SHUTDOWN_COMPLETE
+    assert events[-2:] == ["task done", "app saw shutdown"]
+
+
+async def test_inline_chains_of_open_calls_are_ended_and_logged_at_the_deadline(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((gate.task, "1"), (gate.task, "2")), events),
+        mode="inline",
+        max_concurrency=1,
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    running = await start_request(app, events)
+    waiting = await start_request(app, events)  # waits for the only slot
+    await gate.arrived["1"].wait()
+
+    assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+
+    await running  # both calls return normally: their responses were complete
+    await waiting
+    name = "helpers.Gate.task"
+    assert sorted(caplog.messages[-4:]) == [
+        f"background task {name} did not finish: cancelled while pending",
+        f"background task {name} did not finish: cancelled while pending",
+        f"background task {name} did not finish: cancelled while pending",
+        f"background task {name} did not finish: cancelled while running",
+    ]
+    assert app.stats.dropped == 4
+    assert events[-1] == "app saw shutdown"
