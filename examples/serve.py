@@ -38,8 +38,13 @@ def free_port() -> int:
 def run_hypercorn(
     app: str, *args: str, env: dict[str, str] | None = None
 ) -> contextlib.AbstractContextManager[Server]:
-    """Serve ``app`` (``module:attr``) under hypercorn; SIGTERM it afterwards."""
-    return _run(["hypercorn", app, "--bind", "127.0.0.1:{port}", *args], env)
+    """Serve ``app`` (``module:attr``) under hypercorn; SIGTERM it afterwards.
+
+    ``EXAMPLES_WORKER_CLASS=uvloop`` in the environment serves it on uvloop.
+    """
+    worker = os.environ.get("EXAMPLES_WORKER_CLASS", "asyncio")
+    command = ["hypercorn", app, "--bind", "127.0.0.1:{port}", "-k", worker]
+    return _run([*command, *args], env)
 
 
 def run_uvicorn(

@@ -1,8 +1,10 @@
+import asyncio
 import contextlib
 import importlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 
 import pytest
@@ -12,6 +14,34 @@ from examples.serve import run_hypercorn
 from examples.smtp_sink import SmtpSink
 
 _addresses = itertools.count(1)
+
+# The event loop every async test runs on: "asyncio" (the default), "uvloop",
+# or "eager" (asyncio with asyncio.eager_task_factory, Python 3.12+). `make
+# test-all` runs the suite on each; end-to-end servers run uvloop then too.
+TEST_LOOP = os.environ.get("ASGI_BGTASKS_TEST_LOOP", "asyncio")
+
+
+def _eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    if TEST_LOOP == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    if TEST_LOOP == "eager":
+        return {"eager": _eager_loop}
+    assert TEST_LOOP == "asyncio", f"unknown ASGI_BGTASKS_TEST_LOOP {TEST_LOOP!r}"
+    return None
+
+
+def pytest_report_header() -> str:
+    return f"event loop: {TEST_LOOP}"
 
 
 @pytest.fixture

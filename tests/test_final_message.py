@@ -1,7 +1,17 @@
 """Tasks start only once the final response message has been handed over."""
 
+from typing import Any
+
 import pytest
-from helpers import BODY, START_200, app_that, call, recording_task
+from helpers import (
+    BODY,
+    START_200,
+    app_that,
+    call,
+    http_scope,
+    recording_task,
+    request_receive,
+)
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
@@ -222,3 +232,52 @@ async def _websocket_connect() -> dict[str, object]:
 
 async def _ignore(message: object) -> None:
     pass
+
+
+@pytest.mark.parametrize("app_swallows_it", [False, True])
+async def test_tasks_are_dropped_when_the_servers_send_of_the_final_body_raises(
+    events: list[object], caplog: pytest.LogCaptureFixture, app_swallows_it: bool
+) -> None:
+    task = recording_task(events)
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        add_task(task, "task")
+        await send(START_200)
+        try:
+            await send(BODY)
+        except OSError:
+            if not app_swallows_it:
+                raise
+
+    async def send_fails_on_body(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    middleware = BackgroundTasksMiddleware(app)
+    if app_swallows_it:
+        await middleware(http_scope(), request_receive, send_fails_on_body)
+    else:
+        with pytest.raises(OSError, match="connection reset"):
+            await middleware(http_scope(), request_receive, send_fails_on_body)
+
+    assert events == []
+    assert middleware.stats.dropped == 1
+    assert caplog.messages == [
+        "dropped 1 background task(s) because the server's send of the final "
+        "response message raised: helpers.recording_task.<locals>.task"
+    ]
+
+
+async def test_a_late_start_after_the_final_message_changes_nothing(
+    events: list[object],
+) -> None:
+    task = recording_task(events)
+    late_error = {"type": "http.response.start", "status": 500, "headers": []}
+    app = BackgroundTasksMiddleware(
+        app_that(START_200, BODY, late_error, schedule=[(task, ("task",))])
+    )
+
+    await call(app, events)
+
+    assert events[-1] == "task"
+    assert app.stats.succeeded == 1

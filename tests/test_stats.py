@@ -4,9 +4,18 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+from typing import Any
 
 import pytest
-from helpers import BODY, Lifespan, assert_accounted, call, http_scope, with_lifespan
+from helpers import (
+    BODY,
+    START_200,
+    Lifespan,
+    assert_accounted,
+    call,
+    http_scope,
+    with_lifespan,
+)
 
 from asgi_bgtasks import BackgroundTasksMiddleware, Stats, add_task
 
@@ -103,3 +112,42 @@ async def test_identity_holds_at_every_step_under_concurrent_mixed_load(
         pending=0,
     )
     assert len(samples) > 1000
+
+
+async def test_join_returns_for_the_tasks_before_it_under_steady_traffic() -> None:
+    release_first, release_later = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        await release_first.wait()
+
+    async def later() -> None:
+        await release_later.wait()
+
+    async def app(scope: dict[str, str], receive: object, send: Any) -> None:
+        add_task(first if scope["path"] == "/first" else later)
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="detached")
+    await call(middleware, [], http_scope("/first"))
+    joined = asyncio.create_task(middleware.join())
+
+    async def steady_traffic() -> None:
+        while not joined.done():
+            await call(middleware, [], http_scope("/later"))
+            await asyncio.sleep(0)  # a server yields between requests
+
+    traffic = asyncio.create_task(steady_traffic())
+    for _ in range(20):  # loop turns: traffic flows, the first task still waits
+        await asyncio.sleep(0)
+    assert not joined.done()
+    release_first.set()
+    async with asyncio.timeout(30):  # generous: it returns within loop turns
+        await joined
+    await traffic
+
+    assert middleware.stats.succeeded == 1
+    assert middleware.stats.running > 0  # later tasks, still unfinished
+    release_later.set()
+    await middleware.join()
+    assert_accounted(middleware.stats)

@@ -1,0 +1,28 @@
+"""`make test-all`: the whole suite on every supported Python and event loop."""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """asyncio and uvloop on each Python; asyncio's eager tasks on 3.12+."""
+    session.install("-e", ".[test]")
+    loops = ["asyncio", "uvloop"]
+    if session.python != "3.11":
+        loops.append("eager")
+    for loop in loops:
+        session.log(f"event loop: {loop}")
+        worker = "uvloop" if loop == "uvloop" else "asyncio"
+        session.run(
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *session.posargs,
+            env={"ASGI_BGTASKS_TEST_LOOP": loop, "EXAMPLES_WORKER_CLASS": worker},
+        )
