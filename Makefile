@@ -36,8 +36,8 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
-	$(BIN)/ruff check asgi_bgtasks tests examples bench
-	$(BIN)/ruff format --check asgi_bgtasks tests examples bench
+	$(BIN)/ruff check asgi_bgtasks tests examples bench noxfile.py
+	$(BIN)/ruff format --check asgi_bgtasks tests examples bench noxfile.py
 	$(BIN)/mypy
 
 demo: install
