@@ -29,7 +29,7 @@ def _eager_loop() -> asyncio.AbstractEventLoop:
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     if TEST_LOOP == "uvloop":
         import uvloop
 
@@ -37,7 +37,7 @@ def pytest_asyncio_loop_factories(
     if TEST_LOOP == "eager":
         return {"eager": _eager_loop}
     assert TEST_LOOP == "asyncio", f"unknown ASGI_BGTASKS_TEST_LOOP {TEST_LOOP!r}"
-    return None
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def pytest_report_header() -> str:
