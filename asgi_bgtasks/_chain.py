@@ -93,8 +93,7 @@ class Run:
         """Cancel it for ``reason``; False if it runs in a thread."""
         if self.in_thread:
             return False
-        if self.cancelled_for is None:
-            self.cancelled_for = reason
+        self.cancelled_for = reason
         self.child.cancel()
         return True
 
@@ -158,16 +157,18 @@ class Chain(BackgroundTasks):
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has
-        left it to a worker thread that cannot be stopped."""
-        if self._ended is None or self._ended.cancelled():
+        left it to a worker thread that cannot be stopped. Ask before the
+        chain starts."""
+        if self._ended is None:
             self._ended = asyncio.get_running_loop().create_future()
-            if self.state is State.DONE:
-                self._ended.set_result(None)
         return self._ended
 
-    def running_async(self) -> bool:
-        """True if an ``async`` task of this chain is running or unwinding."""
-        return self._run is not None and not self._run.in_thread
+    def unwinding(self) -> "asyncio.Future[Any] | None":
+        """The Task of its cancelled ``async`` task, while it unwinds."""
+        run = self._run
+        if self.state is State.CANCELLING and run is not None and not run.in_thread:
+            return run.child
+        return None
 
     def cancel(self, reason: Reason) -> None:
         """Start no further task: drop the rest, cancel the running one."""
@@ -186,7 +187,7 @@ class Chain(BackgroundTasks):
     def give_up(self) -> None:
         """Stop waiting for a cancelled ``async`` task that is still unwinding."""
         run = self._run
-        if self.state is State.CANCELLING and run is not None:
+        if run is not None and self.unwinding() is not None:
             run.abandoned = True
             self._settle(run)
 

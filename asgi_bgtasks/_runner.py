@@ -101,12 +101,11 @@ class TaskRunner:
         wait up to `UNWIND_GRACE` seconds for it to unwind."""
         for chain in chains:
             chain.cancel(reason)
-        unwinding = [chain for chain in chains if chain.running_async()]
+        unwinding = [task for chain in chains if (task := chain.unwinding())]
         if unwinding:
-            await asyncio.wait(
-                [chain.ended() for chain in unwinding], timeout=UNWIND_GRACE
-            )
-        for chain in unwinding:
+            # Each task's own done callback, which settles it, runs first.
+            await asyncio.wait(unwinding, timeout=UNWIND_GRACE)
+        for chain in chains:
             chain.give_up()
 
     # The deadline is not a wrapper's: shutdown acts at it (ASYNC109).

@@ -7,9 +7,19 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import Gate, Lifespan, call, scheduling, start_request, with_lifespan
+from helpers import (
+    BODY,
+    START_200,
+    Gate,
+    Lifespan,
+    call,
+    http_scope,
+    scheduling,
+    start_request,
+    with_lifespan,
+)
 
-from asgi_bgtasks import BackgroundTasksMiddleware
+from asgi_bgtasks import BackgroundTasksMiddleware, background_tasks
 
 SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
 # Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
@@ -243,3 +253,61 @@ async def test_inline_chains_of_open_calls_are_ended_and_logged_at_the_deadline(
     ]
     assert app.stats.dropped == 4
     assert events[-1] == "app saw shutdown"
+
+
+async def test_a_request_ending_after_the_deadline_drops_its_tasks_loudly(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    async def hangs(label: str) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def app(scope: dict[str, str], receive: Any, send: Any) -> None:
+        task = hangs if scope["path"] == "/hangs" else events.append
+        await scheduling((task, "late"))(scope, receive, send)
+
+    middleware = BackgroundTasksMiddleware(
+        with_lifespan(app, events), shutdown_timeout=0.01
+    )
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    await call(middleware, events, http_scope("/hangs"))
+    await started.wait()
+    await lifespan.shutdown()  # past its deadline: hangs was cancelled
+
+    await call(middleware, events, http_scope("/late"))  # a straggler
+
+    assert "late" not in events
+    assert caplog.messages[-1] == (
+        "background task list.append did not finish: cancelled while pending"
+    )
+    assert middleware.stats.dropped == 2
+
+
+async def test_a_chain_shows_its_state_and_running_task_in_its_repr(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    chains: list[object] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        tasks = background_tasks(scope)
+        tasks.add_task(gate.task, "task")
+        chains.append(tasks)
+        events.append(repr(tasks))
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="detached")
+    await call(middleware, events)
+    await gate.arrived["task"].wait()
+    running = repr(chains[0])
+    gate.opened.set()
+    await middleware.join()
+
+    assert events[0] == "<Chain open run=None>"
+    assert running.startswith("<Chain running run=<Run helpers.Gate.task done=False")
+    assert running.endswith("timed_out=False cancelled_for=None abandoned=False>>")
+    assert repr(chains[0]) == "<Chain done run=None>"

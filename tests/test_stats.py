@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import random
 from typing import Any
 
@@ -123,9 +124,15 @@ async def test_join_returns_for_the_tasks_before_it_under_steady_traffic() -> No
     async def later() -> None:
         await release_later.wait()
 
+    async def quick() -> None:
+        pass
+
+    tasks = {"/first": first, "/later": later, "/quick": quick, "/error": quick}
+
     async def app(scope: dict[str, str], receive: object, send: Any) -> None:
-        add_task(first if scope["path"] == "/first" else later)
-        await send(START_200)
+        add_task(tasks[scope["path"]])
+        status = 500 if scope["path"] == "/error" else 200
+        await send({**START_200, "status": status})
         await send(BODY)
 
     middleware = BackgroundTasksMiddleware(app, mode="detached")
@@ -133,8 +140,12 @@ async def test_join_returns_for_the_tasks_before_it_under_steady_traffic() -> No
     joined = asyncio.create_task(middleware.join())
 
     async def steady_traffic() -> None:
-        while not joined.done():
-            await call(middleware, [], http_scope("/later"))
+        # Newer tasks keep starting and ending (run, or dropped on a 5xx):
+        # none of them counts for the join.
+        for path in itertools.cycle(["/later", "/quick", "/error"]):
+            if joined.done():
+                return
+            await call(middleware, [], http_scope(path))
             await asyncio.sleep(0)  # a server yields between requests
 
     traffic = asyncio.create_task(steady_traffic())
@@ -146,8 +157,10 @@ async def test_join_returns_for_the_tasks_before_it_under_steady_traffic() -> No
         await joined
     await traffic
 
-    assert middleware.stats.succeeded == 1
-    assert middleware.stats.running > 0  # later tasks, still unfinished
+    stats = middleware.stats
+    assert stats.succeeded > 1  # newer ones ended meanwhile...
+    assert stats.dropped > 0  # ...or were dropped
+    assert stats.running > 0  # later tasks, still unfinished
     release_later.set()
     await middleware.join()
     assert_accounted(middleware.stats)
