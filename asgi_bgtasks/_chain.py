@@ -157,10 +157,9 @@ class Chain(BackgroundTasks):
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has
-        left it to a worker thread that cannot be stopped. Ask before the
-        chain starts."""
-        if self._ended is None:
-            self._ended = asyncio.get_running_loop().create_future()
+        left it to a worker thread that cannot be stopped. Ask once, before
+        the chain starts."""
+        self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 
     def unwinding(self) -> "asyncio.Future[Any] | None":
