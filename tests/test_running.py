@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 import threading
+from typing import Any
 
 import pytest
 from asgiref.sync import markcoroutinefunction, sync_to_async
@@ -291,3 +292,30 @@ async def test_marked_coroutine_function_may_return_any_awaitable(
 
     assert events[-1] == "called"
     assert app.stats.succeeded == 1
+
+
+async def test_tasks_start_through_the_apps_own_task_factory(
+    events: list[object],
+) -> None:
+    loop = asyncio.get_running_loop()
+    created: list[asyncio.Task[Any]] = []
+    original = loop.get_task_factory()
+
+    def recording_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **options: Any
+    ) -> "asyncio.Task[Any]":
+        task = asyncio.Task(coro, loop=loop, **options)
+        created.append(task)
+        return task
+
+    async def task() -> None:
+        events.append(asyncio.current_task())
+
+    loop.set_task_factory(recording_factory)
+    try:
+        app = BackgroundTasksMiddleware(scheduling((task,)))
+        await call(app, events)
+    finally:
+        loop.set_task_factory(original)
+
+    assert events[-1] in created
