@@ -2,7 +2,7 @@
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "coverage"]
 nox.options.reuse_venv = "yes"
 
 PYTHONS = ["3.11", "3.12", "3.13"]
@@ -23,6 +23,15 @@ def tests(session: nox.Session) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "--cov",
+            "--cov-append",
+            "--cov-report=",
             *session.posargs,
             env={"ASGI_BGTASKS_TEST_LOOP": loop, "EXAMPLES_WORKER_CLASS": worker},
         )
+
+
+@nox.session(python=False)
+def coverage(session: nox.Session) -> None:
+    """Every line and branch, over all the runs above (eager start is 3.12+)."""
+    session.run(".venv/bin/coverage", "report", "--fail-under=100", external=True)

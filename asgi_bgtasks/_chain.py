@@ -169,8 +169,8 @@ class Chain(BackgroundTasks):
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has
-        left it to a worker thread that cannot be stopped. Ask once, before
-        the chain starts."""
+        left it to a worker thread that cannot be stopped. Ask once, while
+        it is not DONE."""
         self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 

@@ -80,11 +80,11 @@ class TaskRunner:
             chain.state = State.QUEUED
             self._queue.append(chain)
 
-    def run(self, chain: Chain) -> "asyncio.Future[None]":
-        """Run ``chain`` inline: the caller awaits the future returned."""
-        ended = chain.ended()
+    def run(self, chain: Chain) -> "asyncio.Future[None] | None":
+        """Run ``chain`` inline: the caller awaits the future returned, if
+        any (none when the chain ended as it started)."""
         self.submit(chain)
-        return ended
+        return None if chain.state is State.DONE else chain.ended()
 
     def release(self, chain: Chain, held_slot: bool) -> None:
         """``chain`` is done: hand its slot to the next queued chain."""

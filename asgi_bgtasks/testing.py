@@ -118,4 +118,6 @@ class run_tasks_on_exit:
 
     async def _run(self) -> None:
         with _failures_raised(self._runner.ledger.snapshot):
-            await self._runner.run(self._tasks)
+            ended = self._runner.run(self._tasks)
+            if ended is not None:
+                await ended
