@@ -9,12 +9,10 @@ method of `Chain`.
 """
 
 import asyncio
-import contextvars
 import enum
 import functools
 import inspect
-import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._stats import Outcome
@@ -49,7 +47,6 @@ class Run:
         "abandoned",
         "cancelled_for",
         "child",
-        "ended_at_start",
         "error",
         "in_thread",
         "on_end",
@@ -59,8 +56,7 @@ class Run:
     )
 
     def __init__(self, task: _Task, on_end: Callable[["Run"], None]) -> None:
-        """Start ``task``; ``on_end(self)`` is called when it ends, unless it
-        ran to its end right here (``ended_at_start``)."""
+        """Start ``task``; ``on_end(self)`` is called when it ends."""
         self.task = task
         self.on_end = on_end
         self.timed_out = False
@@ -76,9 +72,8 @@ class Run:
             )
             self.child = asyncio.get_running_loop().run_in_executor(None, call)
             self.child.add_done_callback(self._returned_from_thread)
-            self.ended_at_start = False
         else:
-            self.ended_at_start = self._start(task.func, task.args, task.kwargs)
+            self._start(task.func, task.args, task.kwargs)
 
     def __repr__(self) -> str:
         return (
@@ -96,48 +91,52 @@ class Run:
         return True
 
     def cancel(self, reason: Reason) -> bool:
-        """Cancel it for ``reason``; False if it runs in a thread."""
+        """Cancel it for ``reason``; False if it runs in a thread (which
+        cannot be stopped; a coroutine it returns is then never started)."""
+        self.cancelled_for = reason
         if self.in_thread:
             return False
-        self.cancelled_for = reason
         self.child.cancel()
         return True
 
     def outcome(self) -> Outcome:
         """How the task ended."""
-        if self.timed_out:
-            return "timed_out"
         if self.abandoned:
             return "dropped"
+        if self.timed_out:
+            return "timed_out"
         if self.error is None:
             return "succeeded"
-        if self.cancelled_for is not None:
+        if self.cancelled_for is not None and isinstance(
+            self.error, asyncio.CancelledError
+        ):
             return "dropped"  # ended by our cancellation, not its own
         return "failed"  # its own error, its own CancelledError included
 
     def _start(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> bool:
-        """Start the Task; True if it ran to its end while starting (eager)."""
-        child = self.child = _create_task(_call(func, args, kwargs), self.task.context)
-        if child.done():
-            self._record(child)
-            return True
-        child.add_done_callback(self._ended)
-        return False
+    ) -> None:
+        self.child = asyncio.get_running_loop().create_task(
+            _call(func, args, kwargs), context=self.task.context
+        )
+        self.child.add_done_callback(self._ended)
 
     def _ended(self, child: "asyncio.Future[BaseException | None]") -> None:
-        self._record(child)
-        self.on_end(self)
-
-    def _record(self, child: "asyncio.Future[BaseException | None]") -> None:
         self.error = asyncio.CancelledError() if child.cancelled() else child.result()
+        self.on_end(self)
 
     def _returned_from_thread(self, future: "asyncio.Future[Any]") -> None:
         self.error = future.exception()
         if self.error is None and inspect.isawaitable(result := future.result()):
-            self.in_thread = False  # a plain lambda that returned a coroutine
-            if not self._start(_itself, (result,), {}):
+            # A plain lambda that returned a coroutine: await it, unless the
+            # runner has given up on this task meanwhile.
+            if self.timed_out or self.cancelled_for is not None:
+                if inspect.iscoroutine(result):
+                    result.close()
+                self.error = asyncio.CancelledError()
+            else:
+                self.in_thread = False
+                self._start(_itself, (result,), {})
                 return
         self.on_end(self)
 
@@ -163,14 +162,17 @@ class Chain(BackgroundTasks):
         return f"<Chain {self.state.value} run={self._run!r}>"
 
     def start(self) -> None:
-        """A slot is ours: run the tasks, one after another."""
+        """A slot is ours: run the tasks, one after another, unless the chain
+        was ended while its start was deferred."""
+        if self.state is State.DONE:
+            return
         self.state = State.RUNNING
         self._start_next()
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has
-        left it to a worker thread that cannot be stopped. Ask once, while
-        it is not DONE."""
+        left it to a worker thread that cannot be stopped. Ask once, before
+        the chain starts."""
         self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 
@@ -203,19 +205,16 @@ class Chain(BackgroundTasks):
             self._settle(run)
 
     def _start_next(self) -> None:
-        """Start the next task; settle at once each one that ends as it starts."""
-        runner = self._runner
-        while (task := self._take()) is not None:
-            run = Run(task, self._task_ended)
-            if not run.ended_at_start:
-                self._run = run
-                if runner.timeout is not None:
-                    run.timer = asyncio.get_running_loop().call_later(
-                        runner.timeout, runner.expire, run
-                    )
-                return
-            runner.settle(run)
-        self._finish(held_slot=True)
+        task = self._take()
+        if task is None:
+            self._finish(held_slot=True)
+            return
+        run = self._run = Run(task, self._task_ended)
+        timeout = self._runner.timeout
+        if timeout is not None:
+            run.timer = asyncio.get_running_loop().call_later(
+                timeout, self._runner.expire, run
+            )
 
     def _task_ended(self, run: Run) -> None:
         if run is self._run:  # else: given up on before
@@ -239,22 +238,6 @@ class Chain(BackgroundTasks):
         ended = self._ended
         if ended is not None and not ended.done():
             ended.set_result(None)
-
-
-# Eager where asyncio has it (3.12+): a task that ends without suspending
-# ends inside create, and is settled at once, with no loop turn.
-_EAGER_START: dict[str, Any] = (
-    {"eager_start": True} if sys.version_info >= (3, 12) else {}
-)
-
-
-def _create_task(
-    coro: Coroutine[Any, Any, BaseException | None], context: contextvars.Context
-) -> "asyncio.Task[BaseException | None]":
-    loop = asyncio.get_running_loop()
-    if loop.get_task_factory() is not None:  # the app's choice: respect it
-        return loop.create_task(coro, context=context)
-    return asyncio.Task(coro, loop=loop, context=context, **_EAGER_START)
 
 
 async def _call(

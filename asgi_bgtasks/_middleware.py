@@ -148,14 +148,19 @@ class BackgroundTasksMiddleware:
         return None
 
     async def _run_inline(self, tasks: Chain, ended: "asyncio.Future[None]") -> None:
-        """Wait for an inline chain; if the server cancels this call, end it."""
+        """Wait for an inline chain; if the server cancels this call, end the
+        chain, then let that same cancellation go on (its message is how
+        anyio's cancel scopes know their own)."""
         try:
             await ended
             return
-        except asyncio.CancelledError:
-            pass
-        await self._runner.cancel_chains([tasks], "cancelled")
-        raise asyncio.CancelledError
+        except asyncio.CancelledError as cancelled:
+            cancellation = cancelled
+        try:
+            await self._runner.cancel_chains([tasks], "cancelled")
+            raise cancellation
+        finally:
+            del cancellation  # no cycle: this frame -> it -> traceback -> frame
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass lifespan through; drain tasks before the app sees shutdown."""

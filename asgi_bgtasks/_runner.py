@@ -2,11 +2,12 @@
 
 import asyncio
 import logging
+import traceback
 from collections import deque
 from collections.abc import Callable
 
 from ._chain import Chain, Reason, Run, State
-from ._stats import Ledger
+from ._stats import Ledger, Outcome
 from ._tasks import TaskInfo, _Task
 
 logger = logging.getLogger("asgi_bgtasks")
@@ -70,21 +71,27 @@ class TaskRunner:
         self.accepting = True
         self.expired = False
 
-    def submit(self, chain: Chain) -> None:
-        """Run ``chain`` detached: it starts now or when a slot frees up."""
+    def submit(self, chain: Chain, *, inline: bool = False) -> None:
+        """Run ``chain``: it starts now or when a slot frees up. Detached,
+        none of its code runs in the caller, even under an eager task factory."""
         self._chains[chain] = None
-        if self._active < self._limit:
-            self._active += 1
-            chain.start()
-        else:
+        if self._active >= self._limit:
             chain.state = State.QUEUED
             self._queue.append(chain)
+            return
+        self._active += 1
+        loop = asyncio.get_running_loop()
+        if inline or loop.get_task_factory() is None:
+            chain.start()
+        else:
+            chain.state = State.RUNNING
+            loop.call_soon(chain.start)
 
-    def run(self, chain: Chain) -> "asyncio.Future[None] | None":
-        """Run ``chain`` inline: the caller awaits the future returned, if
-        any (none when the chain ended as it started)."""
-        self.submit(chain)
-        return None if chain.state is State.DONE else chain.ended()
+    def run(self, chain: Chain) -> "asyncio.Future[None]":
+        """Run ``chain`` inline: the caller awaits the future returned."""
+        ended = chain.ended()
+        self.submit(chain, inline=True)
+        return ended
 
     def release(self, chain: Chain, held_slot: bool) -> None:
         """``chain`` is done: hand its slot to the next queued chain."""
@@ -102,11 +109,13 @@ class TaskRunner:
         for chain in chains:
             chain.cancel(reason)
         unwinding = [task for chain in chains if (task := chain.unwinding())]
-        if unwinding:
-            # Each task's own done callback, which settles it, runs first.
-            await asyncio.wait(unwinding, timeout=UNWIND_GRACE)
-        for chain in chains:
-            chain.give_up()
+        try:
+            if unwinding:
+                # Each task's own done callback, which settles it, runs first.
+                await asyncio.wait(unwinding, timeout=UNWIND_GRACE)
+        finally:  # cancelled again meanwhile: give up on them at once
+            for chain in chains:
+                chain.give_up()
 
     # The deadline is not a wrapper's: shutdown acts at it (ASYNC109).
     async def shutdown(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -159,11 +168,15 @@ class TaskRunner:
         """
         if run.timer is not None:
             run.timer.cancel()
-        task = run.task
         outcome = run.outcome()
-        self.ledger.finish(task.seq, outcome)
-        if outcome == "succeeded":
-            return
+        self.ledger.finish(run.task.seq, outcome)
+        if outcome != "succeeded":
+            self._report(run, outcome)
+        if run.error is not None:
+            _clear_frames(run.error)
+
+    def _report(self, run: Run, outcome: Outcome) -> None:
+        task = run.task
         if outcome == "dropped":
             logger.error(TASK_UNFINISHED, task.name, "running")
             return
@@ -182,3 +195,24 @@ class TaskRunner:
                 self._on_error(task.info, error)
             except Exception:
                 logger.exception(ON_ERROR_FAILED, task.name)
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Let go of the locals of a reported task's finished frames.
+
+    A traceback through ``asyncio.timeout``, a ``TaskGroup`` or an anyio scope
+    holds a frame whose ``self`` refers back to the task's Task, which holds
+    the exception: a cycle that would keep the task's arguments alive until
+    the cyclic collector runs.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+        if isinstance(current, BaseExceptionGroup):
+            pending += current.exceptions

@@ -118,6 +118,4 @@ class run_tasks_on_exit:
 
     async def _run(self) -> None:
         with _failures_raised(self._runner.ledger.snapshot):
-            ended = self._runner.run(self._tasks)
-            if ended is not None:
-                await ended
+            await self._runner.run(self._tasks)

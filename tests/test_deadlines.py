@@ -311,3 +311,58 @@ async def test_a_chain_shows_its_state_and_running_task_in_its_repr(
     assert running.startswith("<Chain running run=<Run helpers.Gate.task done=False")
     assert running.endswith("timed_out=False cancelled_for=None abandoned=False>>")
     assert repr(chains[0]) == "<Chain done run=None>"
+
+
+async def test_a_coroutine_returned_by_a_thread_after_the_deadline_never_starts(
+    events: list[object],
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    async def never_started() -> None:
+        events.append("coroutine ran")
+
+    def blocks_then_returns_a_coroutine() -> Any:
+        entered.set()
+        release.wait(timeout=HANG)
+        return never_started()
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((blocks_then_returns_a_coroutine,)), events),
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call(app, events)
+    await asyncio.to_thread(entered.wait)
+    await lifespan.shutdown()
+
+    release.set()
+    await app.join()
+
+    assert "coroutine ran" not in events
+    assert (app.stats.dropped, app.stats.running) == (1, 0)
+
+
+async def test_a_detached_chain_ended_before_its_deferred_start_never_starts(
+    events: list[object],
+) -> None:
+    loop = asyncio.get_running_loop()
+    original = loop.get_task_factory()
+    # An app's own task factory: detached chains start a loop turn later.
+    loop.set_task_factory(
+        lambda loop, coro, **options: asyncio.Task(coro, loop=loop, **options)
+    )
+    try:
+        app = BackgroundTasksMiddleware(
+            scheduling((events.append, "task")), mode="detached"
+        )
+        await call(app, events)
+        runner = app._runner  # end it before that turn, as a deadline would
+        await runner.cancel_chains(list(runner._chains), "shutdown")
+        await asyncio.sleep(0)  # the deferred start's turn
+    finally:
+        loop.set_task_factory(original)
+
+    assert "task" not in events
+    assert app.stats.dropped == 1
+    assert app.stats.pending == app.stats.running == 0

@@ -1,6 +1,7 @@
 """Drain modes: inline, detached, auto; concurrency and backpressure."""
 
 import asyncio
+import contextlib
 
 import pytest
 from helpers import (
@@ -182,7 +183,8 @@ async def test_waiter_cancelled_just_as_its_chain_started_hands_the_slot_on(
     gate.opened.set()
     await first
 
-    with pytest.raises(asyncio.CancelledError):
+    # Under an eager task factory its call may even have returned already.
+    with contextlib.suppress(asyncio.CancelledError):
         await waiting[0]
     await call(app, events, http_scope("/3"))  # the slot was handed on
 

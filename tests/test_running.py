@@ -294,7 +294,7 @@ async def test_marked_coroutine_function_may_return_any_awaitable(
     assert app.stats.succeeded == 1
 
 
-async def test_tasks_start_through_the_apps_own_task_factory(
+async def test_tasks_start_through_the_apps_own_task_factory_in_both_modes(
     events: list[object],
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -308,14 +308,19 @@ async def test_tasks_start_through_the_apps_own_task_factory(
         created.append(task)
         return task
 
+    seen: list[object] = []
+
     async def task() -> None:
-        events.append(asyncio.current_task())
+        seen.append(asyncio.current_task())
 
     loop.set_task_factory(recording_factory)
     try:
-        app = BackgroundTasksMiddleware(scheduling((task,)))
-        await call(app, events)
+        for mode in ("inline", "detached"):
+            app = BackgroundTasksMiddleware(scheduling((task,)), mode=mode)
+            await call(app, events)
+            await app.join()
     finally:
         loop.set_task_factory(original)
 
-    assert events[-1] in created
+    assert len(seen) == 2
+    assert set(seen) <= set(created)
