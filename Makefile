@@ -21,7 +21,7 @@ test: install
 # in CI a missing interpreter is an error.
 PYENV_VERSIONS := $(shell command -v pyenv >/dev/null 2>&1 && for v in 3.11 3.12 3.13; do pyenv latest $$v 2>/dev/null; done | paste -sd: -)
 
-# Coverage must reach 100 % over all the runs together (some paths are 3.12+).
+# Coverage must reach 100 % over all the runs together.
 test-all: install
 	rm -f .coverage
 	PYENV_VERSION=$(PYENV_VERSIONS) $(BIN)/nox
