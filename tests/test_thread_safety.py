@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from helpers import BODY, START_200, call
+from helpers import BODY, START_200, assert_accounted, call
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
@@ -98,19 +98,9 @@ class Adders:
     def _monitor(self) -> None:
         while not self._stop.wait(0.0001):
             stats = self.middleware.stats
-            if (
-                stats.pending < 0
-                or stats.running < 0
-                or stats.scheduled
-                != (
-                    stats.succeeded
-                    + stats.failed
-                    + stats.timed_out
-                    + stats.dropped
-                    + stats.running
-                    + stats.pending
-                )
-            ):
+            try:
+                assert_accounted(stats)
+            except AssertionError:
                 self.bad_snapshots.append(stats)
 
 
