@@ -4,6 +4,7 @@ bounded whatever the tasks do (DESIGN.md, "Shutdown" and "When tasks run")."""
 
 import asyncio
 import threading
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -313,21 +314,34 @@ async def test_a_chain_shows_its_state_and_running_task_in_its_repr(
     assert repr(chains[0]) == "<Chain done run=None>"
 
 
-async def test_a_coroutine_returned_by_a_thread_after_the_deadline_never_starts(
-    events: list[object],
+class _RecordsAwait:
+    """An awaitable that is not a coroutine; records being awaited."""
+
+    def __init__(self, events: list[object]) -> None:
+        self.events = events
+
+    def __await__(self) -> Generator[None, None, None]:
+        self.events.append("awaitable awaited")
+        return
+        yield
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "awaitable"])
+async def test_an_awaitable_returned_by_a_thread_after_the_deadline_is_never_awaited(
+    events: list[object], kind: str
 ) -> None:
     entered, release = threading.Event(), threading.Event()
 
     async def never_started() -> None:
         events.append("coroutine ran")
 
-    def blocks_then_returns_a_coroutine() -> Any:
+    def blocks_then_returns_an_awaitable() -> Any:
         entered.set()
         release.wait(timeout=HANG)
-        return never_started()
+        return never_started() if kind == "coroutine" else _RecordsAwait(events)
 
     app = BackgroundTasksMiddleware(
-        with_lifespan(scheduling((blocks_then_returns_a_coroutine,)), events),
+        with_lifespan(scheduling((blocks_then_returns_an_awaitable,)), events),
         shutdown_timeout=0.01,
     )
     lifespan = Lifespan(app)
@@ -340,6 +354,7 @@ async def test_a_coroutine_returned_by_a_thread_after_the_deadline_never_starts(
     await app.join()
 
     assert "coroutine ran" not in events
+    assert "awaitable awaited" not in events
     assert (app.stats.dropped, app.stats.running) == (1, 0)
 
 
