@@ -10,13 +10,13 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """asyncio and uvloop on each Python.
-
-    Not yet: asyncio.eager_task_factory on 3.12+ (ASGI_BGTASKS_TEST_LOOP=eager
-    runs it; a few memory and isolation tests still fail there).
-    """
+    """asyncio and uvloop on each Python, and asyncio's eager task factory
+    where it exists (3.12+)."""
     session.install("-e", ".[test]")
-    for loop in ["asyncio", "uvloop"]:
+    loops = ["asyncio", "uvloop"]
+    if session.python != "3.11":
+        loops.append("eager")
+    for loop in loops:
         session.log(f"event loop: {loop}")
         worker = "uvloop" if loop == "uvloop" else "asyncio"
         session.run(

@@ -117,12 +117,13 @@ class Run:
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         self.child = asyncio.get_running_loop().create_task(
-            _call(func, args, kwargs), context=self.task.context
+            _call(self, func, args, kwargs), context=self.task.context
         )
         self.child.add_done_callback(self._ended)
 
-    def _ended(self, child: "asyncio.Future[BaseException | None]") -> None:
-        self.error = asyncio.CancelledError() if child.cancelled() else child.result()
+    def _ended(self, child: "asyncio.Future[None]") -> None:
+        if child.cancelled():
+            self.error = asyncio.CancelledError()
         self.on_end(self)
 
     def _returned_from_thread(self, future: "asyncio.Future[Any]") -> None:
@@ -241,18 +242,19 @@ class Chain(BackgroundTasks):
 
 
 async def _call(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> BaseException | None:
-    """The coroutine of an ``async`` task's Task: returns what the task raised.
+    run: Run, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """The coroutine of an ``async`` task's Task: records what the task raised.
 
-    Returning, not raising, keeps KeyboardInterrupt or SystemExit from a task
-    away from the event loop.
+    Recording, not raising, keeps KeyboardInterrupt or SystemExit from a task
+    away from the event loop, and the error out of the Task's result: under
+    an eager task factory the error's frames lead back to the frame that
+    created the Task, which holds that Task.
     """
     try:
         await func(*args, **kwargs)
     except BaseException as error:
-        return error
-    return None
+        run.error = error
 
 
 def _itself(awaitable: Any) -> Any:

@@ -174,6 +174,8 @@ class TaskRunner:
             self._report(run, outcome)
         if run.error is not None:
             _clear_frames(run.error)
+            # Under an eager task factory its frames lead back to the Run.
+            run.error = None
 
     def _report(self, run: Run, outcome: Outcome) -> None:
         task = run.task
