@@ -1,28 +1,30 @@
-"""Added cost per request, in one process and one event loop.
+"""Added cost per request, in one process and one event loop, in CPU time.
 
-Every variant serves the same request with the same app (a start and a body
-message) through a server stub; the cost of a variant is its time per request
-minus its baseline's. Variants are interleaved round by round and the median
-of the rounds is reported, so drift hits all of them alike. Time includes
-running the scheduled tasks to completion (a join after each batch), so
-detached modes are not flattered.
+Every variant serves the same request (a start and a body message, a fresh
+scope) through a server stub; its cost is its CPU time per request minus
+its baseline's. Batches of all variants are interleaved round by round, in
+a rotating order, and the median of the rounds is reported: drift and the
+neighbours' load hit every variant alike. Time is this thread's CPU time,
+not the wall clock, so time the machine gives to other processes is not
+counted. It includes running every task to its end (the batch waits for
+them), so detached modes are not flattered.
 """
 
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from asgi_background import BackgroundTaskMiddleware as AsgiBackground
-from asgi_background import BackgroundTasks as AsgiBackgroundTasks
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
+from bench.targets import show, target
 
 SCOPE = {
     "type": "http",
@@ -38,72 +40,58 @@ START = {"type": "http.response.start", "status": 200, "headers": []}
 BODY = {"type": "http.response.body", "body": b"ok"}
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
+# (name, variant, baseline, at most): the targets of issue 11.
+TARGETS = [
+    ("inline, one task", "ours, one task inline", "floor, one task", 2.5),
+    ("no task", "ours, no task", "floor, no task", 1.5),
+    ("detached vs inline", "ours, one task detached", "ours, one task inline", 2.0),
+]
 
-class Counter:
+
+class Runs:
     """The no-op task counts its runs, so a batch can wait for all of them."""
 
-    runs = 0
-    expected = 0
+    count = 0
 
 
 async def noop() -> None:
-    Counter.runs += 1
-
-
-def sync_noop() -> None:
-    Counter.runs += 1
+    Runs.count += 1
 
 
 async def receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-async def send(message: dict[str, Any]) -> None:
+async def send(message: MutableMapping[str, Any]) -> None:
     pass
 
 
-# The apps -----------------------------------------------------------------
-
-
-async def lifespan(receive: Any, send: Any) -> None:
+async def serve_lifespan(receive: Any, send: Any) -> None:
     while (await receive())["type"] == "lifespan.startup":
         await send({"type": "lifespan.startup.complete"})
     await send({"type": "lifespan.shutdown.complete"})
 
 
 async def bare(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return await lifespan(receive, send)
     await send(START)
     await send(BODY)
 
 
-def scheduling(func: Callable[[], Any], count: int = 1) -> App:
-    """The bare app, plus ``count`` calls of our ``add_task(func)``."""
+def scheduling(count: int = 1) -> App:
+    """The bare app, plus ``count`` calls of our ``add_task(noop)``."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await lifespan(receive, send)
         for _ in range(count):
-            add_task(func)
+            add_task(noop)
         await send(START)
         await send(BODY)
 
     return app
 
 
-class PassThrough:
-    """A middleware that only calls the app: the cost of one more layer."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
 class Floor:
-    """The least a middleware can do: watch for the final body, then await."""
+    """The least a task middleware can do: wrap ``send``, see the final
+    body, then await the request's tasks."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -141,36 +129,22 @@ async def starlette_background(scope: Any, receive: Any, send: Any) -> None:
     await Response(b"ok", background=BackgroundTask(noop))(scope, receive, send)
 
 
-async def starlette_sync_background(scope: Any, receive: Any, send: Any) -> None:
-    await Response(b"ok", background=BackgroundTask(sync_noop))(scope, receive, send)
-
-
-async def asgi_background_app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return await lifespan(receive, send)
-    await AsgiBackgroundTasks(scope).add_task(noop)
-    await send(START)
-    await send(BODY)
-
-
-# Variants -----------------------------------------------------------------
+async def nothing() -> None:
+    pass
 
 
 @dataclass
 class Variant:
     name: str
-    baseline: str  # the variant whose time is subtracted
+    baseline: str  # the variant whose cost is subtracted
     app: App
-    settle: Callable[[], Awaitable[None]]
-    requests: int  # per round
-
-
-async def nothing() -> None:
-    pass
+    tasks: int = 0  # no-op tasks per request
+    settle: Callable[[], Awaitable[None]] = nothing  # waits for its tasks
+    scale: float = 1.0  # share of a batch's requests (for slow variants)
 
 
 class Lifespan:
-    """Starts an app's lifespan and keeps it running until ``shutdown``."""
+    """Runs an app's lifespan from startup until `shutdown`."""
 
     def __init__(self, app: App) -> None:
         self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -190,130 +164,132 @@ class Lifespan:
         await self.task
 
 
-async def wait_for_runs(target: int) -> None:
-    """asgi-background has no join: yield to its task group until all ran."""
-    while Counter.runs < target:  # noqa: ASYNC110
-        await asyncio.sleep(0)
-
-
 @contextlib.asynccontextmanager
-async def variants(requests: int) -> AsyncIterator[list[Variant]]:
-    """Every variant, with lifespans started where a variant needs one."""
-    detached = BackgroundTasksMiddleware(scheduling(noop), mode="detached")
-    asgi_background = AsgiBackground(asgi_background_app)
-    asgi_background_empty = AsgiBackground(bare)
-    lifespans = [Lifespan(asgi_background), Lifespan(asgi_background_empty)]
-    for lifespan in lifespans:
-        await lifespan.startup()
-
-    async def settle_asgi_background() -> None:
-        await wait_for_runs(Counter.expected)
-
-    inline = BackgroundTasksMiddleware
-    sync_requests = max(requests // 20, 200)
-    yield [
-        Variant("bare app", "bare app", bare, nothing, requests),
-        Variant("pass-through layer", "bare app", PassThrough(bare), nothing, requests),
-        Variant("floor, no task", "bare app", Floor(bare), nothing, requests),
-        Variant("floor, one task", "bare app", Floor(floor_app), nothing, requests),
-        Variant("ours, no task", "bare app", inline(bare), nothing, requests),
+async def variants() -> AsyncIterator[list[Variant]]:
+    """Every variant; asgi-background's only where it is installed."""
+    detached = BackgroundTasksMiddleware(scheduling(), mode="detached")
+    ours = BackgroundTasksMiddleware
+    found = [
+        Variant("bare app", "bare app", bare),
+        Variant("floor, no task", "bare app", Floor(bare)),
+        Variant("floor, one task", "bare app", Floor(floor_app), 1),
+        Variant("ours, no task", "bare app", ours(bare)),
         Variant(
-            "ours, one async task inline",
+            "ours, one task inline", "bare app", ours(scheduling(), mode="inline"), 1
+        ),
+        Variant("ours, one task detached", "bare app", detached, 1, detached.join),
+        Variant(
+            "ours, ten tasks inline",
             "bare app",
-            inline(scheduling(noop), mode="inline"),
-            nothing,
-            requests,
+            ours(scheduling(10), mode="inline"),
+            10,
+            scale=0.2,
         ),
+        Variant("Starlette Response", "Starlette Response", starlette_plain),
         Variant(
-            "ours, one async task detached",
-            "bare app",
-            detached,
-            detached.join,
-            requests,
-        ),
-        Variant(
-            "ours, one sync task",
-            "bare app",
-            inline(scheduling(sync_noop), mode="inline"),
-            nothing,
-            sync_requests,
-        ),
-        Variant(
-            "Starlette Response",
-            "Starlette Response",
-            starlette_plain,
-            nothing,
-            requests,
-        ),
-        Variant(
-            "Starlette, one async BackgroundTask",
+            "Starlette, one BackgroundTask",
             "Starlette Response",
             starlette_background,
-            nothing,
-            requests,
-        ),
-        Variant(
-            "Starlette, one sync BackgroundTask",
-            "Starlette Response",
-            starlette_sync_background,
-            nothing,
-            sync_requests,
-        ),
-        Variant(
-            "asgi-background, no task",
-            "bare app",
-            asgi_background_empty,
-            nothing,
-            requests,
-        ),
-        Variant(
-            "asgi-background, one task",
-            "bare app",
-            asgi_background,
-            settle_asgi_background,
-            requests,
+            1,
         ),
     ]
-    for lifespan in lifespans:
-        await lifespan.shutdown()
+    async with contextlib.AsyncExitStack() as stack:
+        if importlib.util.find_spec("asgi_background"):
+            found.append(await _asgi_background(stack))
+        yield found
 
 
-async def time_batch(variant: Variant) -> float:
-    """Microseconds per request for one batch, tasks finished included."""
+async def _asgi_background(stack: contextlib.AsyncExitStack) -> Variant:
+    """asgi-background 0.2: an anyio task per task, started in its lifespan."""
+    from asgi_background import BackgroundTaskMiddleware, BackgroundTasks
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await serve_lifespan(receive, send)
+        await BackgroundTasks(scope).add_task(noop)
+        await send(START)
+        await send(BODY)
+
+    middleware = BackgroundTaskMiddleware(app)
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    stack.push_async_callback(lifespan.shutdown)
+    return Variant("asgi-background, one task", "bare app", middleware, 1, scale=0.1)
+
+
+async def time_batch(variant: Variant, requests: int) -> float:
+    """CPU microseconds per request for one batch, its tasks run to their end."""
+    requests = max(int(requests * variant.scale), 1)
+    app, settle = variant.app, variant.settle
+    expected = Runs.count + requests * variant.tasks
     gc.collect()
-    Counter.expected = Counter.runs + variant.requests
-    app, requests = variant.app, variant.requests
-    started = time.perf_counter_ns()
+    started = time.thread_time_ns()
     for _ in range(requests):
         await app(dict(SCOPE), receive, send)
-    await variant.settle()
-    return (time.perf_counter_ns() - started) / requests / 1000
+    await settle()
+    while Runs.count < expected:  # asgi-background has no join  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    return (time.thread_time_ns() - started) / requests / 1000
 
 
-async def measure(
-    requests: int = 20_000, rounds: int = 7
-) -> dict[str, dict[str, float]]:
-    """``{variant: {"per_request": µs, "added": µs over its baseline}}``."""
+async def measure(requests: int = 2_000, rounds: int = 51) -> dict[str, Any]:
+    """Per variant: median CPU µs per request, added µs over its baseline
+    (the median of the rounds' differences) and their interquartile range;
+    then each target of issue 11 with its ratio."""
     times: dict[str, list[float]] = {}
-    async with variants(requests) as all_variants:
-        for variant in all_variants:  # warm up
-            await time_batch(variant)
-        for _ in range(rounds):
-            for variant in all_variants:
-                times.setdefault(variant.name, []).append(await time_batch(variant))
-        baselines = {v.name: v.baseline for v in all_variants}
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    return {
-        name: {
-            "per_request": medians[name],
-            "added": medians[name] - medians[baselines[name]],
-            "spread": (max(times[name]) - min(times[name])) / 2,
-        }
-        for name in medians
+    async with variants() as found:
+        for variant in found:  # warm up
+            await time_batch(variant, requests)
+        for round_ in range(rounds):
+            turn = round_ % len(found)
+            for variant in found[turn:] + found[:turn]:
+                times.setdefault(variant.name, []).append(
+                    await time_batch(variant, requests)
+                )
+    results: dict[str, Any] = {
+        "requests": requests,
+        "rounds": rounds,
+        "variants": {},
+        "targets": [],
     }
+    for variant in found:
+        added = [
+            mine - base
+            for mine, base in zip(
+                times[variant.name], times[variant.baseline], strict=True
+            )
+        ]
+        results["variants"][variant.name] = {
+            "per_request": statistics.median(times[variant.name]),
+            "added": statistics.median(added),
+            "spread": _iqr(added),
+        }
+    added_us = {name: row["added"] for name, row in results["variants"].items()}
+    for name, mine, base, at_most in TARGETS:
+        ratio = added_us[mine] / added_us[base]
+        results["targets"].append(
+            target(
+                f"{name}: added µs ≤ {at_most} x {base}",
+                ratio <= at_most,
+                f"{added_us[mine]:.2f} / {added_us[base]:.2f} = {ratio:.2f} x",
+            )
+        )
+    return results
+
+
+def _iqr(values: list[float]) -> float:
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[2] - quartiles[0]
+
+
+def report(results: dict[str, Any]) -> None:
+    for name, row in results["variants"].items():
+        print(
+            f"{name:32} {row['per_request']:8.2f} µs CPU"
+            f"  added {row['added']:+7.2f} µs (IQR {row['spread']:.2f})"
+        )
+    show(results["targets"])
 
 
 if __name__ == "__main__":
-    for name, result in asyncio.run(measure()).items():
-        cost = f"{result['per_request']:8.2f} µs  added {result['added']:+7.2f} µs"
-        print(f"{name:40} {cost}")
+    report(asyncio.run(measure()))
