@@ -1,77 +1,149 @@
-"""End to end: hypercorn on 127.0.0.1, with and without the middleware.
+"""End to end, paired: the servers under test and the reference server are
+loaded at the same time.
 
-Each app runs in its own hypercorn (one worker); a raw keep-alive client
-(``bench/loadgen.py``, 50 connections) sends a fixed number of requests per
-round, rounds interleaved across the apps in rotating order. The servers are
-pinned to the last CPU and the client to the first, so they do not compete
-for one core; still, compare the ratios rather than the absolute rates.
+For each server (uvicorn on uvloop and httptools; hypercorn on uvloop) and
+framework (Starlette, FastAPI), the reference is the framework's own
+``BackgroundTasks`` with one trivial async task a request; the servers
+under test are a second copy of the reference (the control), ours with no
+task, ours inline and ours detached (``bench/apps.py``). All of them share
+one CPU, the load generator has the others. Each window loads every one of
+them at once, with the same number of keep-alive connections each, so
+whatever else the machine does hits them all alike and they all have the
+same history; a server's req/s and p99 are divided by the reference's in
+that same window. Windows rotate which server's connections start first;
+the median of the windows is reported.
+
+Loading one server under test at a time with the reference (which then
+has four times the history of any of them) favoured the servers under test
+by about 4 % under hypercorn, control included.
 """
 
-import asyncio
 import contextlib
-import os
 import statistics
 import time
+from typing import Any
 
-from bench.loadgen import timed_posts
-from examples.serve import run_hypercorn
+from bench.loadgen import load_together, run_client
+from bench.servers import AppSpec, Server, pinned, serving, split_cpus
+from bench.targets import show, target
 
-APPS = {
-    "bare app": "bench.apps:bare",
-    "bare app, second server (control)": "bench.apps:bare",
-    "ours, no task": "bench.apps:with_middleware",
-    "ours, one task": "bench.apps:with_one_task",
-    "ours, one task inline": "bench.apps:with_one_task_inline",
+SERVERS = ("uvicorn", "hypercorn")
+FRAMEWORKS = ("starlette", "fastapi")
+UNDER_TEST = {  # row: variant of bench/apps.py
+    "control (second reference)": "reference",
+    "ours, no task": "none",
+    "ours inline add_task": "inline",
+    "ours detached add_task": "detached",
 }
-CONNECTIONS = 50
+P99_NOISE = 0.05  # "p99 no worse": within this share of the reference's
 
 
-def measure(requests: int = 10_000, rounds: int = 7) -> dict[str, dict[str, float]]:
-    """``{app: {"rps", "vs_bare", "p50_ms", "p99_ms"}}``: the median rate, the
-    median of its per-round ratios to the bare app's rate, and latencies."""
-    rates: dict[str, list[float]] = {name: [] for name in APPS}
-    latencies: dict[str, list[float]] = {name: [] for name in APPS}
-    with contextlib.ExitStack() as stack:
-        servers = {
-            name: stack.enter_context(run_hypercorn(app, "--log-level", "warning"))
-            for name, app in APPS.items()
-        }
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[:1])
-        for server in servers.values():
-            os.sched_setaffinity(server.process.pid, cpus[-1:])
-        for server in servers.values():  # warm up
-            asyncio.run(timed_posts(server.url, ["/"] * 2_000, CONNECTIONS))
-        names = list(servers)
-        for round_ in range(rounds):  # rotate the order: no app always goes first
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                server = servers[name]
-                started = time.perf_counter()
-                taken = asyncio.run(
-                    timed_posts(server.url, ["/"] * requests, CONNECTIONS)
+def measure(rounds: int = 15, seconds: float = 2.0, connections: int = 32) -> Any:
+    """``{server: {framework: {row: medians}}}``, the method and the targets."""
+    server_cpus, client_cpus = split_cpus()
+    results: dict[str, Any] = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "connections": connections,
+        "pinned": server_cpus is not None,
+    }
+    with pinned(client_cpus):
+        for server in SERVERS:
+            results[server] = {
+                framework: _rounds(
+                    server, framework, server_cpus, rounds, seconds, connections
                 )
-                rates[name].append(requests / (time.perf_counter() - started))
-                latencies[name] += taken
-    results = {}
-    for name in APPS:
-        ordered = sorted(latencies[name])
-        ratios = [
-            mine / bare
-            for mine, bare in zip(rates[name], rates["bare app"], strict=True)
-        ]
-        results[name] = {
-            "rps": statistics.median(rates[name]),
-            "vs_bare": statistics.median(ratios),
-            "p50_ms": ordered[len(ordered) // 2] * 1000,
-            "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
-        }
+                for framework in FRAMEWORKS
+            }
+    results["targets"] = targets(results)
     return results
 
 
+def _rounds(
+    server: str,
+    framework: str,
+    cpus: set[int] | None,
+    rounds: int,
+    seconds: float,
+    connections: int,
+) -> dict[str, dict[str, float]]:
+    with contextlib.ExitStack() as stack:
+        servers = {
+            row: stack.enter_context(serving(server, AppSpec(framework, variant), cpus))
+            for row, variant in {"reference": "reference", **UNDER_TEST}.items()
+        }
+        _window(servers, connections, seconds / 2, turn=0)  # warm up
+        windows = [
+            _window(servers, connections, seconds, turn) for turn in range(rounds)
+        ]
+    return {row: _medians([window[row] for window in windows]) for row in UNDER_TEST}
+
+
+def _window(
+    servers: dict[str, Server], connections: int, seconds: float, turn: int
+) -> dict[str, dict[str, float]]:
+    """Load every server at once; each one's figures against the reference's."""
+    names = list(servers)
+    names = names[turn % len(names) :] + names[: turn % len(names)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    loads = run_client(
+        load_together([servers[name].url for name in names], connections, seconds)
+    )
+    client_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    found = dict(zip(names, loads, strict=True))
+    reference = found.pop("reference")
+    return {
+        name: {
+            "rps": load.rate,
+            "p99_ms": load.percentile(0.99) * 1000,
+            "reference_rps": reference.rate,
+            "reference_p99_ms": reference.percentile(0.99) * 1000,
+            "ratio": load.rate / reference.rate,
+            "p99_ratio": load.percentile(0.99) / reference.percentile(0.99),
+            "client_cpu": client_cpu,
+        }
+        for name, load in found.items()
+    }
+
+
+def _medians(windows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(w[key] for w in windows) for key in windows[0]}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 11's end-to-end targets, for every server and framework."""
+    found = []
+    for server in SERVERS:
+        for framework in FRAMEWORKS:
+            rows = results[server][framework]
+            where = f"{server}, {framework}"
+            for row, least in (
+                ("ours inline add_task", 1.00),
+                ("ours detached add_task", 0.97),
+            ):
+                ratio, p99 = rows[row]["ratio"], rows[row]["p99_ratio"]
+                found += [
+                    target(
+                        f"{where}: {row} ≥ {least:.2f} x req/s",
+                        ratio >= least,
+                        f"{ratio:.3f} x",
+                    ),
+                    target(
+                        f"{where}: {row} p99 no worse (≤ {1 + P99_NOISE:.2f} x)",
+                        p99 <= 1 + P99_NOISE,
+                        f"{p99:.2f} x",
+                    ),
+                ]
+            control = rows["control (second reference)"]["ratio"]
+            found.append(
+                target(
+                    f"{where}: control within ±3 % req/s",
+                    abs(control - 1) <= 0.03,
+                    f"{control:.3f} x",
+                )
+            )
+    return found
+
+
 if __name__ == "__main__":
-    for name, result in measure().items():
-        print(
-            f"{name:34} {result['rps']:6.0f} req/s ({result['vs_bare']:.1%})"
-            f"  p50 {result['p50_ms']:.2f} ms"
-            f"  p99 {result['p99_ms']:.2f} ms"
-        )
+    show(measure(rounds=5, seconds=1.0)["targets"])
