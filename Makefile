@@ -29,6 +29,7 @@ test-all: install
 soak: install
 	$(BIN)/python -m pytest -m soak
 
+# About five minutes; BENCH_QUICK=1 for about two, BENCH_ONLY=... (bench/run.py).
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
