@@ -9,6 +9,7 @@ method of `Chain`.
 """
 
 import asyncio
+import concurrent.futures
 import enum
 import functools
 import inspect
@@ -28,6 +29,7 @@ class State(enum.Enum):
     OPEN = "open"  # its request is being handled
     QUEUED = "queued"  # waiting for a free slot (max_concurrency)
     RUNNING = "running"  # runs its tasks one by one
+    WAITING = "waiting"  # to retry the task that failed; its slot is kept
     CANCELLING = "cancelling"  # no further task starts; the last one unwinds
     DONE = "done"
 
@@ -36,11 +38,12 @@ class Run:
     """One task running, and what was done to it.
 
     An ``async`` task runs in an asyncio Task of its own, created in the task's
-    context; a plain ``def`` one in a worker thread, as a future that nobody
-    can cancel. Facts: ``timed_out``, its timeout passed; ``cancelled_for``,
-    the runner cancelled it (never a thread: it cannot be stopped);
-    ``abandoned``, the runner stopped waiting for it to unwind; ``error``,
-    what it raised. `outcome` decides from these alone.
+    context; a plain ``def`` one as a job of the runner's thread pool, which
+    can be cancelled only until a thread takes it (``in_thread`` is False
+    from then on if it was). Facts: ``timed_out``, its timeout passed;
+    ``cancelled_for``, the runner cancelled it (a thread only marked: it
+    cannot be stopped); ``abandoned``, the runner stopped waiting for it to
+    unwind; ``error``, what it raised. `outcome` decides from these alone.
     """
 
     __slots__ = (
@@ -49,14 +52,21 @@ class Run:
         "child",
         "error",
         "in_thread",
+        "job",
         "on_end",
         "task",
         "timed_out",
         "timer",
     )
 
-    def __init__(self, task: _Task, on_end: Callable[["Run"], None]) -> None:
-        """Start ``task``; ``on_end(self)`` is called when it ends."""
+    def __init__(
+        self,
+        task: _Task,
+        on_end: Callable[["Run"], None],
+        threads: Callable[[], concurrent.futures.Executor],
+    ) -> None:
+        """Start ``task``; ``on_end(self)`` is called when it ends. A plain
+        ``def`` task goes to the pool ``threads()`` returns."""
         self.task = task
         self.on_end = on_end
         self.timed_out = False
@@ -70,7 +80,8 @@ class Run:
             call = functools.partial(
                 task.context.run, task.func, *task.args, **task.kwargs
             )
-            self.child = asyncio.get_running_loop().run_in_executor(None, call)
+            self.job = threads().submit(call)
+            self.child = asyncio.wrap_future(self.job)
             self.child.add_done_callback(self._returned_from_thread)
         else:
             self._start(task.func, task.args, task.kwargs)
@@ -85,17 +96,19 @@ class Run:
     def expire(self) -> bool:
         """Its timeout passed: cancel it; False if it runs in a thread."""
         self.timed_out = True
-        if self.in_thread:
-            return False
-        self.child.cancel()
-        return True
+        return self._stop()
 
     def cancel(self, reason: Reason) -> bool:
         """Cancel it for ``reason``; False if it runs in a thread (which
         cannot be stopped; a coroutine it returns is then never started)."""
         self.cancelled_for = reason
+        return self._stop()
+
+    def _stop(self) -> bool:
         if self.in_thread:
-            return False
+            if not self.job.cancel():
+                return False  # a thread has it
+            self.in_thread = False  # and never will
         self.child.cancel()
         return True
 
@@ -127,6 +140,10 @@ class Run:
         self.on_end(self)
 
     def _returned_from_thread(self, future: "asyncio.Future[Any]") -> None:
+        if future.cancelled():  # cancelled before a thread took it
+            self.error = asyncio.CancelledError()
+            self.on_end(self)
+            return
         self.error = future.exception()
         if self.error is None and inspect.isawaitable(result := future.result()):
             # A plain lambda that returned a coroutine: await it, unless the
@@ -145,18 +162,20 @@ class Run:
 class Chain(BackgroundTasks):
     """The tasks of one request, and the lifecycle of running them.
 
-    OPEN → (QUEUED →) RUNNING → (CANCELLING →) DONE. The next task starts
-    only when the previous one's Task has ended; a chain holds one slot of
-    the runner's ``max_concurrency`` while RUNNING or CANCELLING.
+    OPEN → (QUEUED →) RUNNING (⇄ WAITING) → (CANCELLING →) DONE. The next
+    task starts only when the previous one's Task has ended, or its last
+    retry has; a chain holds one slot of the runner's ``max_concurrency``
+    while RUNNING, WAITING or CANCELLING.
     """
 
-    __slots__ = ("_ended", "_run", "_runner", "state")
+    __slots__ = ("_ended", "_retry", "_run", "_runner", "state")
 
     def __init__(self, runner: "TaskRunner") -> None:
         super().__init__(runner.ledger)
         self._runner = runner
         self.state = State.OPEN
         self._run: Run | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -188,9 +207,11 @@ class Chain(BackgroundTasks):
         """Start no further task: drop the rest, cancel the running one."""
         if self.state in (State.CANCELLING, State.DONE):
             return
-        held_slot = self.state is State.RUNNING
+        held_slot = self.state in (State.RUNNING, State.WAITING)
+        if self._retry is not None:
+            self._retry.cancel()
         self.state = State.CANCELLING
-        self._runner.abandon(self._close())
+        self._runner.abandon(self._close(), reason)
         run = self._run
         if run is None:
             self._finish(held_slot)
@@ -210,8 +231,8 @@ class Chain(BackgroundTasks):
         if task is None:
             self._finish(held_slot=True)
             return
-        run = self._run = Run(task, self._task_ended)
-        timeout = self._runner.timeout
+        run = self._run = Run(task, self._task_ended, self._runner.threads)
+        timeout = self._runner.timeout_of(task)
         if timeout is not None:
             run.timer = asyncio.get_running_loop().call_later(
                 timeout, self._runner.expire, run
@@ -222,13 +243,22 @@ class Chain(BackgroundTasks):
             self._settle(run)
 
     def _settle(self, run: Run) -> None:
-        """The running task has ended: count it, then go on or finish."""
+        """The running task has ended: count it or retry it, then go on."""
         self._run = None
-        self._runner.settle(run)
-        if self.state is State.RUNNING:
+        wait = self._runner.settle(run)
+        if self.state is not State.RUNNING:
+            self._finish(held_slot=True)
+        elif wait is None:
             self._start_next()
         else:
-            self._finish(held_slot=True)
+            self._put_back(run.task)
+            self.state = State.WAITING
+            self._retry = asyncio.get_running_loop().call_later(wait, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.state = State.RUNNING
+        self._start_next()
 
     def _finish(self, held_slot: bool) -> None:
         self.state = State.DONE

@@ -2,17 +2,17 @@
 
 import asyncio
 import logging
-import math
+import os
 from collections.abc import Awaitable
 from typing import Any, Literal, cast
 
 from asgiref.compatibility import guarantee_single_callable
-from asgiref.sync import iscoroutinefunction
 
 from ._chain import Chain
-from ._runner import ErrorHandler, TaskRunner
+from ._checks import check_count, check_flag, check_hook, check_seconds
+from ._runner import DropHandler, ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
-from ._tasks import SCOPE_KEY, _current
+from ._tasks import SCOPE_KEY, DropReason, _current, _Task
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_bgtasks")
@@ -35,6 +35,11 @@ LIFESPAN_ABORTED = (
 )
 
 
+# Python's own default for a thread pool: threads for plain def tasks are
+# mostly waiting on I/O, but each one is a real OS thread.
+DEFAULT_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
+
+
 class BackgroundTasksMiddleware:
     """Run tasks added during a request after its response has been sent.
 
@@ -50,28 +55,26 @@ class BackgroundTasksMiddleware:
         mode: Mode = "auto",
         max_concurrency: int = 100,
         max_pending: int = 10_000,
+        max_threads: int = DEFAULT_MAX_THREADS,
         task_timeout: float | None = None,
         shutdown_timeout: float = 30.0,
         run_on_error: bool = False,
         on_error: ErrorHandler | None = None,
+        on_drop: DropHandler | None = None,
     ) -> None:
         if mode not in ("auto", "detached", "inline"):
             raise ValueError(
                 f"mode must be 'auto', 'detached' or 'inline', got {mode!r}"
             )
-        _check_count("max_concurrency", max_concurrency)
-        _check_count("max_pending", max_pending)
+        check_count("max_concurrency", max_concurrency)
+        check_count("max_pending", max_pending)
+        check_count("max_threads", max_threads)
         if task_timeout is not None:
-            _check_seconds("task_timeout", task_timeout, allow_zero=False)
-        _check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
-        if not isinstance(run_on_error, bool):
-            raise TypeError(f"run_on_error must be a bool, got {run_on_error!r}")
-        if on_error is not None and (
-            not callable(on_error) or iscoroutinefunction(on_error)
-        ):
-            raise TypeError(
-                f"on_error must be a plain (not async) callable, got {on_error!r}"
-            )
+            check_seconds("task_timeout", task_timeout, allow_zero=False)
+        check_seconds("shutdown_timeout", shutdown_timeout, allow_zero=True)
+        check_flag("run_on_error", run_on_error)
+        check_hook("on_error", on_error)
+        check_hook("on_drop", on_drop)
         single = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.app: ASGIApp = cast(ASGIApp, single)
         self.mode = mode
@@ -82,8 +85,10 @@ class BackgroundTasksMiddleware:
         self._runner = TaskRunner(
             self._ledger,
             max_concurrency=max_concurrency,
+            max_threads=max_threads,
             task_timeout=task_timeout,
             on_error=on_error,
+            on_drop=on_drop,
         )
         self._detached = mode == "detached"
 
@@ -125,16 +130,23 @@ class BackgroundTasksMiddleware:
                 del error  # no cycle: this frame -> error -> traceback -> frame
 
     def _hand_off(
-        self, tasks: Chain, why_not: str | None, error: BaseException | None
+        self,
+        tasks: Chain,
+        why_not: "tuple[DropReason, str] | None",
+        error: BaseException | None,
     ) -> "asyncio.Future[None] | None":
         """Drop or detach the tasks of a finished request, or return the
         future to await while they run inline."""
         runner = self._runner
         cancelled = isinstance(error, asyncio.CancelledError)
-        if why_not is not None and not self.run_on_error:
-            runner.drop(tasks._close(), why_not)
-        elif runner.expired:
-            runner.abandon(tasks._close())
+        if why_not is not None:
+            dropped = tasks._close_unless(self._runs_on_error)
+            if dropped:
+                runner.drop(dropped, *why_not)
+            if tasks._close_if_empty():
+                return None
+        if runner.expired:
+            runner.abandon(tasks._close(), "shutdown")
         elif (
             self._detached
             and runner.accepting
@@ -142,10 +154,15 @@ class BackgroundTasksMiddleware:
         ):
             runner.submit(tasks)
         elif cancelled:  # this call is being cancelled: it cannot run them
-            runner.abandon(tasks._close())
+            runner.abandon(tasks._close(), "cancelled")
         else:
             return runner.run(tasks)
         return None
+
+    def _runs_on_error(self, task: _Task) -> bool:
+        """Whether ``task`` runs after a failed request (its own option first)."""
+        own = task.options.run_on_error
+        return self.run_on_error if own is None else own
 
     async def _run_inline(self, tasks: Chain, ended: "asyncio.Future[None]") -> None:
         """Wait for an inline chain; if the server cancels this call, end the
@@ -273,18 +290,21 @@ class _ResponseWatch:
 
 def _why_not_run(
     watch: _ResponseWatch | None, error: BaseException | None
-) -> str | None:
+) -> tuple[DropReason, str] | None:
     """Why a request's tasks must not run, or None if they should."""
     if watch is None:  # websocket: only a failing app call stops them
-        return None if error is None else f"the app {_failed(error)}"
+        return None if error is None else ("app_failed", f"the app {_failed(error)}")
     if watch.send_failed:
-        return "the server's send of the final response message raised"
+        return ("app_failed", "the server's send of the final response message raised")
     if error is not None and not watch.ended:
-        return f"the app {_failed(error)} before its final response message"
+        return (
+            "app_failed",
+            f"the app {_failed(error)} before its final response message",
+        )
     if watch.status == 0:
-        return "the app sent no response"
+        return ("app_failed", "the app sent no response")
     if watch.status >= 500:
-        return f"the response status was {watch.status}"
+        return ("error_response", f"the response status was {watch.status}")
     return None
 
 
@@ -292,18 +312,3 @@ def _failed(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError):
         return "was cancelled"
     return f"raised {type(error).__name__}"
-
-
-def _check_count(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")

@@ -5,14 +5,17 @@ import logging
 import traceback
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from ._chain import Chain, Reason, Run, State
 from ._stats import Ledger, Outcome
-from ._tasks import TaskInfo, _Task
+from ._tasks import DroppedTask, DropReason, TaskInfo, _Task
 
 logger = logging.getLogger("asgi_bgtasks")
 
 TASK_FAILED = "background task %s failed"
+TASK_FAILED_ATTEMPTS = "background task %s failed after %d attempts"
+TASK_RETRYING = "background task %s attempt %d failed (%s); retrying in %s s"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
 TASK_TIMED_OUT_IN_THREAD = (
     "background task %s timed out after %s s; it runs in a worker thread, "
@@ -29,11 +32,13 @@ TASK_IN_THREAD = (
 TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
 DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
+ON_DROP_FAILED = "on_drop raised while handing over background task %s"
 
 # How long a cancelled task may take to unwind before it is given up on.
 UNWIND_GRACE = 0.5
 
 ErrorHandler = Callable[[TaskInfo, BaseException], None]
+DropHandler = Callable[[DroppedTask], None]
 
 
 class TaskRunner:
@@ -49,13 +54,18 @@ class TaskRunner:
         ledger: Ledger,
         *,
         max_concurrency: int,
+        max_threads: int,
         task_timeout: float | None,
         on_error: ErrorHandler | None,
+        on_drop: DropHandler | None,
     ) -> None:
         self.ledger = ledger
         self.timeout = task_timeout
         self._limit = max_concurrency
+        self._max_threads = max_threads
+        self._pool: ThreadPoolExecutor | None = None
         self._on_error = on_error
+        self._on_drop = on_drop
         self._active = 0  # chains holding a slot; < limit only if queue is empty
         self._queue: deque[Chain] = deque()
         self._chains: dict[Chain, None] = {}  # handed over, not done; in order
@@ -65,6 +75,19 @@ class TaskRunner:
     def new_chain(self) -> Chain:
         """The task list of a new request."""
         return Chain(self)
+
+    def threads(self) -> ThreadPoolExecutor:
+        """The pool for plain ``def`` tasks, created on first use."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix="asgi_bgtasks"
+            )
+        return self._pool
+
+    def timeout_of(self, task: _Task) -> float | None:
+        """``task``'s own timeout, else the middleware's ``task_timeout``."""
+        own = task.options.timeout
+        return self.timeout if own is None else own
 
     def reopen(self) -> None:
         """A new lifespan startup: take detached work again."""
@@ -122,7 +145,8 @@ class TaskRunner:
         """Stop taking detached work; wait for all tasks, then end the rest.
 
         Returns at most `UNWIND_GRACE` seconds after ``timeout``, whatever the
-        tasks do; from ``timeout`` on, no task starts.
+        tasks do; from ``timeout`` on, no task starts. Then the thread pool
+        is shut down (threads that cannot be stopped finish on their own).
         """
         self.accepting = False
         unfinished = self.ledger.unfinished
@@ -130,68 +154,104 @@ class TaskRunner:
             logger.info(DRAINING, timeout, unfinished)
         try:
             await asyncio.wait_for(self._drained(), timeout)
-            return
         except TimeoutError:
-            pass
-        self.expired = True
-        await self.cancel_chains(list(self._chains), "shutdown")
+            self.expired = True
+            await self.cancel_chains(list(self._chains), "shutdown")
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
 
     async def _drained(self) -> None:
         while self.ledger.unfinished:
             await self.ledger.join()
 
-    def drop(self, tasks: list[_Task], why: str) -> None:
+    def drop(self, tasks: list[_Task], reason: DropReason, why: str) -> None:
         """Never run ``tasks`` (their request failed): one WARNING for all."""
         self.ledger.drop([task.seq for task in tasks])
         names = ", ".join(task.name for task in tasks)
         logger.warning(TASKS_DROPPED, len(tasks), why, names)
+        for task in tasks:
+            self._hand_over(task, reason)
 
-    def abandon(self, tasks: list[_Task]) -> None:
+    def abandon(self, tasks: list[_Task], reason: Reason) -> None:
         """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
         self.ledger.drop([task.seq for task in tasks])
         for task in tasks:
             logger.error(TASK_UNFINISHED, task.name, "pending")
+            self._hand_over(task, reason)
+
+    def _hand_over(self, task: _Task, reason: DropReason) -> None:
+        """Give a dropped task to ``on_drop``, to persist or re-enqueue."""
+        if self._on_drop is not None:
+            try:
+                self._on_drop(task.dropped(reason))
+            except Exception:
+                logger.exception(ON_DROP_FAILED, task.name)
 
     def expire(self, run: Run) -> None:
         """``run``'s task is past its timeout."""
         if not run.expire():
-            logger.warning(TASK_TIMED_OUT_IN_THREAD, run.task.name, self.timeout)
+            timeout = self.timeout_of(run.task)
+            logger.warning(TASK_TIMED_OUT_IN_THREAD, run.task.name, timeout)
 
     def leave_running_in_thread(self, run: Run) -> None:
         """``run`` cannot be cancelled: it counts as running until it returns."""
         logger.error(TASK_IN_THREAD, run.task.name)
 
-    def settle(self, run: Run) -> None:
-        """Count a task that ran in its outcome, and report what went wrong.
+    def settle(self, run: Run) -> float | None:
+        """Count a task that ran in its outcome, and report what went wrong;
+        or, if it is to be retried, return the seconds to wait first.
 
         The one place where a task that started gets its terminal state.
         """
         if run.timer is not None:
             run.timer.cancel()
         outcome = run.outcome()
-        self.ledger.finish(run.task.seq, outcome)
-        if outcome != "succeeded":
-            self._report(run, outcome)
+        wait = self._retry_wait(run, outcome)
+        if wait is not None:
+            task, error = run.task, type(run.error).__name__
+            logger.warning(TASK_RETRYING, task.name, task.attempt, error, wait)
+        else:
+            self.ledger.finish(run.task.seq, outcome)
+            if outcome != "succeeded":
+                self._report(run, outcome)
         if run.error is not None:
             _clear_frames(run.error)
             # Under an eager task factory its frames lead back to the Run.
             run.error = None
+        return wait
+
+    def _retry_wait(self, run: Run, outcome: Outcome) -> float | None:
+        """A task that failed on its own may be retried, unless it is being
+        cancelled or the shutdown deadline has passed."""
+        if outcome != "failed" or run.cancelled_for is not None or self.expired:
+            return None
+        assert run.error is not None
+        return run.task.options.retry_wait(run.task.attempt, run.error)
 
     def _report(self, run: Run, outcome: Outcome) -> None:
         task = run.task
         if outcome == "dropped":
             logger.error(TASK_UNFINISHED, task.name, "running")
+            assert run.cancelled_for is not None  # only the runner drops
+            self._hand_over(task, run.cancelled_for)
             return
         if outcome == "timed_out":
             timed_out = (
-                TASK_TIMED_OUT_THREAD_RETURNED if task.in_thread else TASK_TIMED_OUT
+                TASK_TIMED_OUT_THREAD_RETURNED if run.in_thread else TASK_TIMED_OUT
             )
-            logger.error(timed_out, task.name, self.timeout)
+            logger.error(timed_out, task.name, self.timeout_of(task))
             error: BaseException = TimeoutError()
         else:
             assert run.error is not None
             error = run.error
-            logger.error(TASK_FAILED, task.name, exc_info=error)
+            if task.attempt > 1:
+                logger.error(
+                    TASK_FAILED_ATTEMPTS, task.name, task.attempt, exc_info=error
+                )
+            else:
+                logger.error(TASK_FAILED, task.name, exc_info=error)
         if self._on_error is not None:
             try:
                 self._on_error(task.info, error)

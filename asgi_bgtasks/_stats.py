@@ -14,7 +14,8 @@ class Stats:
 
     ``scheduled == succeeded + failed + timed_out + dropped + running + pending``
     holds for every snapshot. ``pending`` counts tasks that have not started
-    yet, including those whose response is still being sent.
+    yet, including those whose response is still being sent and those
+    waiting to be retried. ``retried`` counts retries (attempts), not tasks.
     """
 
     scheduled: int
@@ -24,6 +25,7 @@ class Stats:
     dropped: int
     running: int
     pending: int
+    retried: int
 
 
 class _Join:
@@ -46,12 +48,13 @@ class Ledger:
     for exactly the tasks scheduled before it.
     """
 
-    __slots__ = ("_joins", "_settled", "lock", "running", "scheduled")
+    __slots__ = ("_joins", "_settled", "lock", "retried", "running", "scheduled")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.scheduled = 0
         self.running = 0
+        self.retried = 0
         self._settled: dict[Outcome, int] = dict.fromkeys(
             ("succeeded", "failed", "timed_out", "dropped"), 0
         )
@@ -81,6 +84,7 @@ class Ledger:
                 dropped=settled["dropped"],
                 running=self.running,
                 pending=self.scheduled - self.running - sum(settled.values()),
+                retried=self.retried,
             )
 
     def finish(self, seq: int, outcome: Outcome) -> None:

@@ -8,10 +8,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import CO_COROUTINE
 from types import FunctionType
-from typing import Any, ParamSpec
+from typing import Any, Literal, ParamSpec
 
 from asgiref.sync import iscoroutinefunction
 
+from ._options import DEFAULTS, options_of
 from ._stats import Ledger
 from ._types import Scope
 
@@ -51,20 +52,46 @@ class TaskInfo:
     name: str
 
 
+DropReason = Literal["error_response", "app_failed", "shutdown", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedTask:
+    """A task that will not complete, handed to `on_drop` to persist or
+    re-enqueue: the only place its arguments are given out."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    name: str
+    reason: DropReason
+
+
 class _Task:
     """One scheduled call, with the context it was scheduled in.
 
     ``seq`` numbers it among all tasks scheduled (see `Ledger.join`);
-    ``in_thread`` says it is plain ``def``, run in a worker thread.
+    ``in_thread`` says it is plain ``def``, run in a worker thread;
+    ``options`` are its `task_options`; ``attempt`` counts its runs from 1.
     """
 
-    __slots__ = ("args", "context", "func", "in_thread", "kwargs", "seq")
+    __slots__ = (
+        "args",
+        "attempt",
+        "context",
+        "func",
+        "in_thread",
+        "kwargs",
+        "options",
+        "seq",
+    )
 
     def __init__(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if type(func) is FunctionType and not func.__dict__:  # fast, common case
             self.in_thread = not func.__code__.co_flags & CO_COROUTINE
+            self.options = DEFAULTS
         else:
             if inspect.iscoroutine(func):
                 func.close()  # we raise instead: spare the "never awaited" warning
@@ -74,11 +101,13 @@ class _Task:
                     f"add_task() needs a callable, got {type(func).__name__}"
                 )
             self.in_thread = not _is_async_callable(func)
+            self.options = options_of(func)
         self.func = func
         self.args = args
         self.kwargs = kwargs
         self.context = contextvars.copy_context()
         self.seq = -1
+        self.attempt = 1
 
     @property
     def name(self) -> str:
@@ -87,6 +116,9 @@ class _Task:
     @property
     def info(self) -> TaskInfo:
         return TaskInfo(func=self.func, name=self.name)
+
+    def dropped(self, reason: DropReason) -> DroppedTask:
+        return DroppedTask(self.func, self.args, self.kwargs, self.name, reason)
 
 
 def _is_async_callable(func: Any) -> bool:
@@ -112,8 +144,8 @@ class BackgroundTasks:
 
     Get it with `background_tasks(scope)`; the middleware creates one per
     request. Thread-safe: sync views may add tasks from a worker thread. The
-    list is open until its last task has been taken to run, or until what
-    is left of it is dropped; `add_task` raises from then on.
+    list is open until its last task has been taken to run, its request
+    failed, or what is left of it was dropped; `add_task` raises from then on.
     """
 
     __slots__ = ("_items", "_ledger", "_next", "_open")
@@ -155,6 +187,30 @@ class BackgroundTasks:
             self._next += 1
             ledger.running += 1
         return task
+
+    def _put_back(self, task: _Task) -> None:
+        """``task``, just taken, waits to be retried: it is next again, and
+        counted pending."""
+        ledger = self._ledger
+        with ledger.lock:
+            self._next -= 1
+            self._items[self._next] = task
+            task.attempt += 1
+            ledger.running -= 1
+            ledger.retried += 1
+
+    def _close_unless(self, keep: Callable[[_Task], bool]) -> list[_Task]:
+        """Close the list; remove (and return) the waiting tasks ``keep``
+        rejects. The others stay, to run."""
+        kept: list[_Task | None] = []
+        removed: list[_Task] = []
+        with self._ledger.lock:
+            self._open = False
+            for task in self._items[self._next :]:
+                assert task is not None  # only started ones are None
+                (kept if keep(task) else removed).append(task)
+            self._items[self._next :] = kept
+        return removed
 
     def _close(self) -> list[_Task]:
         """Close the list; return (and let go of) the tasks never started."""

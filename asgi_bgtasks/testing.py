@@ -80,7 +80,12 @@ class run_tasks_on_exit:
 
     def __init__(self) -> None:
         self._runner = TaskRunner(
-            Ledger(), max_concurrency=1, task_timeout=None, on_error=None
+            Ledger(),
+            max_concurrency=1,
+            max_threads=1,
+            task_timeout=None,
+            on_error=None,
+            on_drop=None,
         )
         self._tasks = self._runner.new_chain()
         self._token: Token[BackgroundTasks | None] | None = None

@@ -10,9 +10,9 @@
 The task is ``asyncio.sleep(BENCH_TASK_SECONDS)``, or nothing when that is 0.
 ``BENCH_MAX_PENDING`` sets ours' ``max_pending``. ``POST /`` answers ``ok``;
 ``GET /stats`` answers JSON: tasks finished (``finished``) and added but not
-yet finished (``outstanding``), our middleware's ``pending`` and ``running``, and with
-``BENCH_GC_SAVEALL=1`` the objects that only the cycle collector could free
-since the last call (``garbage``, ``garbage_types``).
+yet finished (``outstanding``), our middleware's ``pending`` and
+``running``, and with ``BENCH_GC_SAVEALL=1`` the objects that only the cycle
+collector could free since the last call (``garbage``, ``garbage_types``).
 """
 
 import asyncio

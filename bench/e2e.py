@@ -13,9 +13,12 @@ same history; a server's req/s and p99 are divided by the reference's in
 that same window. Windows rotate which server's connections start first;
 the median of the windows is reported.
 
-Loading one server under test at a time with the reference (which then
-has four times the history of any of them) favoured the servers under test
-by about 4 % under hypercorn, control included.
+Servers are started afresh a few times over the windows: two processes
+of the same app can differ by a few percent for the whole of their lives
+(memory layout, hash seeds). Loading one server under test at a time with
+the reference (which then has four times the history of any of them)
+favoured the servers under test by about 4 % under hypercorn, control
+included.
 """
 
 import contextlib
@@ -35,48 +38,60 @@ UNDER_TEST = {  # row: variant of bench/apps.py
     "ours inline add_task": "inline",
     "ours detached add_task": "detached",
 }
-P99_NOISE = 0.05  # "p99 no worse": within this share of the reference's
+P99_SLACK = 1.05  # "p99 no worse": ≤ this, or ≤ the control's p99 ratio if higher
 
 
-def measure(rounds: int = 15, seconds: float = 2.0, connections: int = 32) -> Any:
-    """``{server: {framework: {row: medians}}}``, the method and the targets."""
+def measure(
+    rounds: int = 21, seconds: float = 2.0, connections: int = 32, starts: int = 3
+) -> Any:
+    """``{server: {framework: {row: medians}}}``, the method and the targets:
+    ``rounds`` windows in all, the servers started afresh ``starts`` times."""
     server_cpus, client_cpus = split_cpus()
     results: dict[str, Any] = {
         "rounds": rounds,
         "seconds": seconds,
         "connections": connections,
+        "starts": starts,
         "pinned": server_cpus is not None,
     }
     with pinned(client_cpus):
         for server in SERVERS:
-            results[server] = {
-                framework: _rounds(
-                    server, framework, server_cpus, rounds, seconds, connections
-                )
-                for framework in FRAMEWORKS
-            }
+            results[server] = {}
+            for framework in FRAMEWORKS:
+                windows = []
+                for start in range(starts):
+                    windows += _windows(
+                        server,
+                        framework,
+                        server_cpus,
+                        range(start * rounds // starts, (start + 1) * rounds // starts),
+                        seconds,
+                        connections,
+                    )
+                results[server][framework] = {
+                    row: _medians([window[row] for window in windows])
+                    for row in UNDER_TEST
+                }
     results["targets"] = targets(results)
     return results
 
 
-def _rounds(
+def _windows(
     server: str,
     framework: str,
     cpus: set[int] | None,
-    rounds: int,
+    turns: range,
     seconds: float,
     connections: int,
-) -> dict[str, dict[str, float]]:
+) -> list[dict[str, dict[str, float]]]:
+    """Start every server, warm them up, and load them for each turn."""
     with contextlib.ExitStack() as stack:
         servers = {
             row: stack.enter_context(serving(server, AppSpec(framework, variant), cpus))
             for row, variant in {"reference": "reference", **UNDER_TEST}.items()
         }
-        _window(servers, connections, seconds / 2, turn=0)  # warm up
-        windows = [
-            _window(servers, connections, seconds, turn) for turn in range(rounds)
-        ]
-    return {row: _medians([window[row] for window in windows]) for row in UNDER_TEST}
+        _window(servers, connections, seconds / 2, turn=0)
+        return [_window(servers, connections, seconds, turn) for turn in turns]
 
 
 def _window(
@@ -117,6 +132,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         for framework in FRAMEWORKS:
             rows = results[server][framework]
             where = f"{server}, {framework}"
+            control = rows["control (second reference)"]
+            p99_bound = max(P99_SLACK, control["p99_ratio"])
             for row, least in (
                 ("ours inline add_task", 1.00),
                 ("ours detached add_task", 0.97),
@@ -129,17 +146,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                         f"{ratio:.3f} x",
                     ),
                     target(
-                        f"{where}: {row} p99 no worse (≤ {1 + P99_NOISE:.2f} x)",
-                        p99 <= 1 + P99_NOISE,
+                        f"{where}: {row} p99 no worse (≤ {p99_bound:.2f} x)",
+                        p99 <= p99_bound,
                         f"{p99:.2f} x",
                     ),
                 ]
-            control = rows["control (second reference)"]["ratio"]
             found.append(
                 target(
                     f"{where}: control within ±3 % req/s",
-                    abs(control - 1) <= 0.03,
-                    f"{control:.3f} x",
+                    abs(control["ratio"] - 1) <= 0.03,
+                    f"{control['ratio']:.3f} x",
                 )
             )
     return found

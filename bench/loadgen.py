@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 load generator: keep-alive connections on raw asyncio streams.
+"""A small HTTP/1.1 load generator: keep-alive connections on raw asyncio.
 
 httpx spends more CPU per request than the server under test; this client
 spends little, so the figures it reports are the server's.

@@ -16,16 +16,15 @@ REFERENCE = "framework's own BackgroundTasks"
 def render(results: dict[str, Any]) -> str:
     """Every section that ``results`` holds, targets first."""
     lines = [f"Machine: {results['machine']}.", ""]
-    if results.get("quick"):
-        lines += ["**A quick run (`BENCH_QUICK=1`): fewer, shorter rounds.**", ""]
+    quick = [name for name, short in results.get("quick", {}).items() if short]
+    if quick:
+        lines += [
+            f"**Quick run (`BENCH_QUICK=1`, fewer and shorter rounds) of: "
+            f"{', '.join(quick)}.**",
+            "",
+        ]
     lines += _targets(results)
-    for section, render_section in (
-        ("micro", _micro),
-        ("memory", _memory),
-        ("e2e", _e2e),
-        ("cycles", _cycles),
-        ("overload", _overload),
-    ):
+    for section, render_section in SECTIONS.items():
         if section in results:
             lines += render_section(results[section])
     if "micro" in results or "e2e" in results:
@@ -35,7 +34,7 @@ def render(results: dict[str, Any]) -> str:
 
 def _targets(results: dict[str, Any]) -> list[str]:
     lines = ["### Targets", "", "| target | measured | holds |", "|---|---|---|"]
-    for section in ("micro", "memory", "e2e", "overload"):
+    for section in SECTIONS:
         for found in results.get(section, {}).get("targets", []):
             holds = "yes" if found["holds"] else "**no**"
             lines.append(f"| {found['target']} | {found['measured']} | {holds} |")
@@ -73,8 +72,9 @@ def _memory(memory: dict[str, Any]) -> list[str]:
 
 def _e2e(e2e: dict[str, Any]) -> list[str]:
     lines = [
-        f"### End to end, paired ({e2e['rounds']} windows of {e2e['seconds']:g} s, "
-        f"{e2e['connections']} keep-alive connections per server)",
+        f"### End to end, paired ({e2e['rounds']} windows of {e2e['seconds']:g} s"
+        f" over {e2e['starts']} starts of the servers, {e2e['connections']} "
+        "keep-alive connections per server)",
         "",
         f"The {REFERENCE} in absolute figures, then every other server against "
         "it, loaded at the same time: req/s ratio and p99 ratio, medians of the "
@@ -181,6 +181,15 @@ _OVERLOAD_ROWS = [
 
 def _cell(value: Any, fmt: str) -> str:
     return "not drained" if value is None else fmt.format(value)
+
+
+SECTIONS = {
+    "micro": _micro,
+    "memory": _memory,
+    "e2e": _e2e,
+    "cycles": _cycles,
+    "overload": _overload,
+}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

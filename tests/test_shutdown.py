@@ -62,6 +62,7 @@ def test_detached_drain_finishes_what_it_can_then_cancels_and_logs_the_rest(
         "dropped": 4,
         "running": 0,
         "pending": 0,
+        "retried": 0,
     }
 
 

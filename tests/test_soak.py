@@ -41,6 +41,7 @@ def settle_and_collect(app: Example, expected: int) -> list[list[object]]:
         "dropped": 0,
         "running": 0,
         "pending": 0,
+        "retried": 0,
     }
     runs: list[list[object]] = httpx.get(
         f"{app.url}/soak-runs", params={"clear": 1}

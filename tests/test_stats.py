@@ -28,7 +28,14 @@ async def test_stats_is_an_immutable_snapshot() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.scheduled = 1  # type: ignore[misc]
     assert before == Stats(
-        scheduled=0, succeeded=0, failed=0, timed_out=0, dropped=0, running=0, pending=0
+        scheduled=0,
+        succeeded=0,
+        failed=0,
+        timed_out=0,
+        dropped=0,
+        running=0,
+        pending=0,
+        retried=0,
     )
 
 
@@ -111,6 +118,7 @@ async def test_identity_holds_at_every_step_under_concurrent_mixed_load(
         dropped=sum(len(plan) for outcome, plan in plans if outcome != "200"),
         running=0,
         pending=0,
+        retried=0,
     )
     assert len(samples) > 1000
 
