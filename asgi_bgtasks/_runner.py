@@ -15,7 +15,7 @@ logger = logging.getLogger("asgi_bgtasks")
 
 TASK_FAILED = "background task %s failed"
 TASK_FAILED_ATTEMPTS = "background task %s failed after %d attempts"
-TASK_RETRYING = "background task %s attempt %d failed (%s); retrying in %s s"
+TASK_RETRYING = "background task %s attempt %d failed (%s); retrying in %g s"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
 TASK_TIMED_OUT_IN_THREAD = (
     "background task %s timed out after %s s; it runs in a worker thread, "

@@ -33,6 +33,10 @@ async def async_handler(info: object, error: object) -> None:
         ("run_on_error", "yes", TypeError, "run_on_error must be a bool"),
         ("on_error", "log", TypeError, "on_error must be a plain (not async) callable"),
         ("on_error", async_handler, TypeError, "on_error must be a plain"),
+        ("max_threads", 0, ValueError, "max_threads must be >= 1, got 0"),
+        ("max_threads", "4", TypeError, "max_threads must be an int"),
+        ("on_drop", print.__self__, TypeError, "on_drop must be a plain"),
+        ("on_drop", async_handler, TypeError, "on_drop must be a plain"),
     ],
 )
 def test_bad_option_is_refused_with_a_message_naming_it(
