@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
 
+from asgi_bgtasks import task_options
+
 logger = logging.getLogger("examples")
 _activity_lock = threading.Lock()
 
@@ -50,6 +52,11 @@ def send_email(to: str, subject: str) -> None:
 
 def send_welcome_email(address: str) -> None:
     send_email(address, "Welcome!")
+
+
+@task_options(retries=3, retry_delay=0.5, retry_on=(ConnectionError, TimeoutError))
+def send_receipt(address: str) -> None:
+    send_email(address, "Your receipt")
 
 
 async def write_notification(text: str) -> None:

@@ -47,7 +47,13 @@ def message_patterns() -> list[re.Pattern[str]]:
     ]
     formats.append("%d background task(s) did not succeed: %s")
     return [
-        re.compile(re.escape(f).replace("%s", ".+").replace("%d", r"\d+") + "$")
+        re.compile(
+            re.escape(f)
+            .replace("%s", ".+")
+            .replace("%d", r"\d+")
+            .replace("%g", r"[0-9.e+-]+")
+            + "$"
+        )
         for f in formats
     ]
 
@@ -76,7 +82,9 @@ def test_text_blocks_show_messages_the_library_produces(page: Path) -> None:
     patterns = message_patterns()
     for block in blocks(page, "text"):
         for line in block.strip().splitlines():
-            message = re.sub(r"^(WARNING asgi_bgtasks: |AssertionError: )", "", line)
+            message = re.sub(
+                r"^((WARNING|ERROR) asgi_bgtasks: |AssertionError: )", "", line
+            )
             assert any(p.match(message) for p in patterns), line
 
 
