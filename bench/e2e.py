@@ -9,9 +9,9 @@ task, ours inline and ours detached (``bench/apps.py``). All of them share
 one CPU, the load generator has the others. Each window loads every one of
 them at once, with the same number of keep-alive connections each, so
 whatever else the machine does hits them all alike and they all have the
-same history; a server's req/s and p99 are divided by the reference's in
-that same window. Windows rotate which server's connections start first;
-the median of the windows is reported.
+same history; a server's req/s, p99 and CPU time per request are divided
+by the reference's in that same window. Windows rotate which server's
+connections start first; the median of the windows is reported.
 
 Servers are started afresh a few times over the windows: two processes
 of the same app can differ by a few percent for the whole of their lives
@@ -100,24 +100,32 @@ def _window(
     """Load every server at once; each one's figures against the reference's."""
     names = list(servers)
     names = names[turn % len(names) :] + names[: turn % len(names)]
+    before = {name: server.cpu_seconds() for name, server in servers.items()}
     cpu, wall = time.process_time(), time.perf_counter()
     loads = run_client(
         load_together([servers[name].url for name in names], connections, seconds)
     )
     client_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    found = dict(zip(names, loads, strict=True))
-    reference = found.pop("reference")
+    found = {
+        name: (load, (servers[name].cpu_seconds() - before[name]) * 1e6)
+        for name, load in zip(names, loads, strict=True)
+    }
+    reference, reference_cpu = found.pop("reference")
+    reference_us = reference_cpu / len(reference.latencies)
     return {
         name: {
             "rps": load.rate,
             "p99_ms": load.percentile(0.99) * 1000,
+            "cpu_us": cpu_us / len(load.latencies),
             "reference_rps": reference.rate,
             "reference_p99_ms": reference.percentile(0.99) * 1000,
+            "reference_cpu_us": reference_us,
             "ratio": load.rate / reference.rate,
             "p99_ratio": load.percentile(0.99) / reference.percentile(0.99),
+            "cpu_ratio": cpu_us / len(load.latencies) / reference_us,
             "client_cpu": client_cpu,
         }
-        for name, load in found.items()
+        for name, (load, cpu_us) in found.items()
     }
 
 

@@ -76,24 +76,26 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
         f" over {e2e['starts']} starts of the servers, {e2e['connections']} "
         "keep-alive connections per server)",
         "",
-        f"The {REFERENCE} in absolute figures, then every other server against "
-        "it, loaded at the same time: req/s ratio and p99 ratio, medians of the "
-        "windows.",
+        f"The {REFERENCE} in absolute figures (req/s, p99, server CPU time per "
+        "request), then every other server against it, loaded at the same time: "
+        "medians of the windows' ratios.",
         "",
     ]
     for server in SERVERS:
-        head = " | ".join(f"{f} req/s | {f} p99" for f in FRAMEWORKS)
-        lines += [f"| {server} | {head} |", "|---|" + "---:|" * 2 * len(FRAMEWORKS)]
+        head = " | ".join(f"{f} req/s | p99 | CPU/request" for f in FRAMEWORKS)
+        lines += [f"| {server} | {head} |", "|---|" + "---:|" * 3 * len(FRAMEWORKS)]
         reference = [next(iter(e2e[server][f].values())) for f in FRAMEWORKS]
         cells = " | ".join(
-            f"{r['reference_rps']:,.0f} | {r['reference_p99_ms']:.1f} ms"
+            f"{r['reference_rps']:,.0f} | {r['reference_p99_ms']:.1f} ms "
+            f"| {r['reference_cpu_us']:.1f} µs"
             for r in reference
         )
         lines.append(f"| {REFERENCE} | {cells} |")
         for row in e2e[server][FRAMEWORKS[0]]:
             cells = " | ".join(
-                f"{e2e[server][f][row]['ratio']:.3f} x | "
-                f"{e2e[server][f][row]['p99_ratio']:.2f} x"
+                f"{e2e[server][f][row]['ratio']:.3f} x "
+                f"| {e2e[server][f][row]['p99_ratio']:.2f} x "
+                f"| {e2e[server][f][row]['cpu_ratio']:.2f} x"
                 for f in FRAMEWORKS
             )
             lines.append(f"| {row} | {cells} |")

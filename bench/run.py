@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 PLOT = ROOT / "docs" / "img" / "benchmarks.png"
 PAGE = ROOT / "docs" / "benchmarks.md"
-FORMAT = 2  # of results.json; older results are not merged
+FORMAT = 3  # of results.json; older results are not merged
 
 # name: (full run, quick run)
 SUITES: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {

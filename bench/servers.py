@@ -81,6 +81,12 @@ class Server:
         with urllib.request.urlopen(self.url + "/stats", timeout=10) as response:
             return dict(json.loads(response.read()))
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server's main thread has had (``/proc/<pid>/schedstat``,
+        nanoseconds, unlike the clock ticks of ``/proc/<pid>/stat``)."""
+        schedstat = Path(f"/proc/{self.process.pid}/schedstat").read_text()
+        return int(schedstat.split()[0]) / 1e9
+
     def memory_mib(self) -> dict[str, float]:
         """Resident set now (``VmRSS``) and its peak so far (``VmHWM``)."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
