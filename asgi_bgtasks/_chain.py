@@ -10,6 +10,7 @@ method of `Chain`.
 
 import asyncio
 import concurrent.futures
+import contextvars
 import enum
 import functools
 import inspect
@@ -78,7 +79,7 @@ class Run:
         self.child: asyncio.Future[Any]
         if self.in_thread:
             call = functools.partial(
-                task.context.run, task.func, *task.args, **task.kwargs
+                self.context().run, task.func, *task.args, **task.kwargs
             )
             self.job = threads().submit(call)
             self.child = asyncio.wrap_future(self.job)
@@ -101,6 +102,8 @@ class Run:
     def cancel(self, reason: Reason) -> bool:
         """Cancel it for ``reason``; False if it runs in a thread (which
         cannot be stopped; a coroutine it returns is then never started)."""
+        if self.timer is not None:
+            self.timer.cancel()  # the first cause wins: no timeout from now on
         self.cancelled_for = reason
         return self._stop()
 
@@ -120,17 +123,23 @@ class Run:
             return "timed_out"
         if self.error is None:
             return "succeeded"
-        if self.cancelled_for is not None and isinstance(
-            self.error, asyncio.CancelledError
+        if self.cancelled_for is not None and (
+            not self.in_thread or isinstance(self.error, asyncio.CancelledError)
         ):
-            return "dropped"  # ended by our cancellation, not its own
+            return "dropped"  # cancelled by us: whatever its unwinding raised
         return "failed"  # its own error, its own CancelledError included
+
+    def context(self) -> contextvars.Context:
+        """The context copied at ``add_task``; a copy of it for a task that
+        may be retried, so that each attempt starts from it unchanged."""
+        context = self.task.context
+        return context.copy() if self.task.options.retries else context
 
     def _start(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         self.child = asyncio.get_running_loop().create_task(
-            _call(self, func, args, kwargs), context=self.task.context
+            _call(self, func, args, kwargs), context=self.context()
         )
         self.child.add_done_callback(self._ended)
 

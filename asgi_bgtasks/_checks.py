@@ -28,5 +28,9 @@ def check_flag(name: str, value: object, *, allow_none: bool = False) -> None:
 
 def check_hook(name: str, value: object) -> None:
     """A hook is called on the event loop: a plain callable, not ``async``."""
-    if value is not None and (not callable(value) or iscoroutinefunction(value)):
+    if value is not None and (
+        not callable(value)
+        or iscoroutinefunction(value)
+        or iscoroutinefunction(type(value).__call__)
+    ):
         raise TypeError(f"{name} must be a plain (not async) callable, got {value!r}")

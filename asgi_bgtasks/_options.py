@@ -54,7 +54,9 @@ def task_options(
     check_count("task_options: retries", retries, minimum=0)
     check_seconds("task_options: retry_delay", retry_delay, allow_zero=True)
     classes = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+    if not classes or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in classes
+    ):
         raise TypeError(
             "task_options: retry_on must be an exception class or a tuple of "
             f"them, got {retry_on!r}"
@@ -63,6 +65,9 @@ def task_options(
     options = TaskOptions(timeout, retries, retry_delay, classes, run_on_error)
 
     def mark(func: F) -> F:
+        if isinstance(func, (staticmethod, classmethod)):
+            setattr(func.__func__, _ATTRIBUTE, options)  # what the class gives out
+            return func
         if not callable(func):
             raise TypeError(f"task_options() decorates a callable, got {func!r}")
         try:
@@ -78,10 +83,12 @@ def task_options(
 
 
 def options_of(func: Any) -> TaskOptions:
-    """The options `task_options` gave ``func`` (partials unwrapped)."""
-    while isinstance(func, functools.partial):
-        func = func.func
+    """The options `task_options` gave ``func``, or the function a partial
+    wraps."""
     options = getattr(func, _ATTRIBUTE, None)
+    while options is None and isinstance(func, functools.partial):
+        func = func.func
+        options = getattr(func, _ATTRIBUTE, None)
     if options is None:  # a callable instance whose __call__ was decorated
         options = getattr(type(func).__call__, _ATTRIBUTE, DEFAULTS)
     assert isinstance(options, TaskOptions)

@@ -150,17 +150,19 @@ class TaskRunner:
         """
         self.accepting = False
         unfinished = self.ledger.unfinished
-        if unfinished:
+        if unfinished:  # else nothing to wait for, whatever the timeout
             logger.info(DRAINING, timeout, unfinished)
+            await self._drain(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    async def _drain(self, timeout: float) -> None:  # noqa: ASYNC109
         try:
             await asyncio.wait_for(self._drained(), timeout)
         except TimeoutError:
             self.expired = True
             await self.cancel_chains(list(self._chains), "shutdown")
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-                self._pool = None
 
     async def _drained(self) -> None:
         while self.ledger.unfinished:
@@ -233,7 +235,12 @@ class TaskRunner:
     def _report(self, run: Run, outcome: Outcome) -> None:
         task = run.task
         if outcome == "dropped":
-            logger.error(TASK_UNFINISHED, task.name, "running")
+            unwinding_error = run.error  # what its clean-up raised, if anything
+            if isinstance(unwinding_error, asyncio.CancelledError):
+                unwinding_error = None
+            logger.error(
+                TASK_UNFINISHED, task.name, "running", exc_info=unwinding_error
+            )
             assert run.cancelled_for is not None  # only the runner drops
             self._hand_over(task, run.cancelled_for)
             return

@@ -20,11 +20,16 @@ async def fail_signup(app: BackgroundTasksMiddleware, address: str) -> None:
 
 
 async def test_a_dropped_task_kept_in_the_table_is_replayed(
-    sink: SmtpSink, address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sink: SmtpSink,
+    address: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     monkeypatch.setenv("SMTP_PORT", str(sink.port))
     table = dropped_tasks.DroppedTaskTable(str(tmp_path / "dropped.sqlite3"))
     app = BackgroundTasksMiddleware(dropped_tasks.signup, on_drop=table)
+    request.addfinalizer(table.db.close)
 
     await fail_signup(app, address)
 

@@ -178,23 +178,26 @@ async def test_tasks_of_a_request_that_ends_after_the_deadline_are_handed_over(
     async def late(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/late":
             await release.wait()
-        add_task(send_email, scope["path"])
+        add_task(send_email, scope["path"], subject="late")
         await send(START_200)
         await send(BODY)
 
     app = BackgroundTasksMiddleware(
-        with_lifespan(late, events), shutdown_timeout=0, on_drop=dropped.append
+        with_lifespan(late, events), shutdown_timeout=0.01, on_drop=dropped.append
     )
     lifespan = Lifespan(app)
     await lifespan.startup()
+    await call(app, events, {"type": "http", "path": "/hangs"})  # till the deadline
     request = asyncio.create_task(call(app, events, {"type": "http", "path": "/late"}))
-    await asyncio.sleep(0)
     await lifespan.shutdown()
 
     release.set()
     await request
 
-    assert handed(dropped) == [("send_email", "shutdown", "/late")]
+    assert handed(dropped) == [
+        ("send_email", "shutdown", "/hangs"),
+        ("send_email", "shutdown", "/late"),
+    ]
 
 
 async def test_an_inline_chain_the_server_cancels_is_handed_over_as_cancelled(
@@ -254,6 +257,7 @@ async def test_a_running_thread_is_not_handed_over_one_waiting_for_a_pool_thread
     await asyncio.to_thread(entered.wait)
     # A second request, whose task waits for the only pool thread.
     await call(app, events, {"type": "http", "path": "waiting"})
+    await asyncio.sleep(0)  # its chain starts (deferred under a task factory)
     assert app.stats.running == 2  # waiting for a pool thread counts as running
 
     await lifespan.shutdown()
@@ -294,3 +298,62 @@ async def test_an_on_drop_that_raises_is_logged_and_the_others_are_still_handed_
     assert all(r.exc_info is not None for r in failures)
     assert "first" not in caplog.text  # never the arguments
     assert "second" not in caplog.text
+
+
+async def test_a_task_cancelled_at_the_deadline_stays_dropped_past_its_own_timeout(
+    events: list[object],
+) -> None:
+    dropped: list[DroppedTask] = []
+    unwinding = asyncio.Event()
+
+    @task_options(timeout=0.05)
+    async def slow_to_unwind(label: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            unwinding.set()
+            await asyncio.sleep(0.1)  # its own timeout passes meanwhile
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((slow_to_unwind, "slow")), events),
+        shutdown_timeout=0.01,
+        on_drop=dropped.append,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call(app, events)
+
+    await lifespan.shutdown()
+
+    assert unwinding.is_set()
+    assert handed(dropped) == [("slow_to_unwind", "shutdown", "slow")]
+    assert (app.stats.dropped, app.stats.timed_out) == (1, 0)
+
+
+async def test_a_clean_up_error_after_the_deadline_is_logged_and_the_task_dropped(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    dropped: list[DroppedTask] = []
+
+    async def rolls_back(label: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise ConnectionError("rollback failed: connection closed")
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((rolls_back, "order 7")), events),
+        shutdown_timeout=0.01,
+        on_drop=dropped.append,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call(app, events)
+
+    await lifespan.shutdown()
+
+    assert handed(dropped) == [("rolls_back", "shutdown", "order 7")]
+    assert (app.stats.dropped, app.stats.failed) == (1, 0)
+    [record] = [r for r in caplog.records if "cancelled while running" in r.message]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ConnectionError)

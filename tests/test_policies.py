@@ -2,6 +2,7 @@
 "Per-task options"). Raw ASGI, inline and detached."""
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Callable
@@ -94,6 +95,7 @@ def test_task_options_returns_the_same_function_still_callable_directly() -> Non
         ({"retry_delay": -1}, ValueError, "task_options: retry_delay must be >= 0"),
         ({"retry_on": ValueError()}, TypeError, "task_options: retry_on must be an"),
         ({"retry_on": (OSError, 1)}, TypeError, "task_options: retry_on must be an"),
+        ({"retry_on": ()}, TypeError, "task_options: retry_on must be an"),
         ({"run_on_error": 1}, TypeError, "task_options: run_on_error must be True"),
     ],
 )
@@ -341,3 +343,65 @@ async def test_options_reach_partials_and_callable_instances(
 
     assert events.count("instance") == events.count("partial") == 2
     assert (app.stats.succeeded, app.stats.retried) == (2, 2)
+
+
+async def test_options_reach_static_and_class_methods_and_marked_partials(
+    events: list[object],
+) -> None:
+    async def send(label: str) -> None:
+        events.append(label)
+        if events.count(label) == 1:
+            raise ConnectionError("first try")
+
+    class Mailer:
+        @task_options(retries=1, retry_delay=0)
+        @staticmethod
+        async def static(label: str) -> None:
+            await send(label)
+
+        @task_options(retries=1, retry_delay=0)
+        @classmethod
+        async def of_class(cls, label: str) -> None:
+            await send(label)
+
+    marked = task_options(retries=1, retry_delay=0)(functools.partial(send, "partial"))
+    app = BackgroundTasksMiddleware(
+        scheduling((Mailer.static, "static"), (Mailer.of_class, "class"), (marked,))
+    )
+
+    await call(app, events)
+
+    assert [events.count(label) for label in ("static", "class", "partial")] == [2] * 3
+    assert (app.stats.succeeded, app.stats.retried) == (3, 3)
+
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_each_attempt_starts_from_the_context_of_add_task(
+    kind: str, events: list[object]
+) -> None:
+    def attempt() -> None:
+        events.append(request_id.get())
+        request_id.set("changed by the failed attempt")
+        if len(events) == 1:
+            raise ConnectionError("first try")
+
+    @task_options(retries=1, retry_delay=0)
+    async def async_task() -> None:
+        attempt()
+
+    @task_options(retries=1, retry_delay=0)
+    def sync_task() -> None:
+        attempt()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        request_id.set("at add_task")
+        add_task(async_task if kind == "async" else sync_task)
+        await send(START_200)
+        await send(BODY)
+
+    await call(BackgroundTasksMiddleware(app), [])
+
+    assert events == ["at add_task", "at add_task"]

@@ -17,6 +17,11 @@ async def async_handler(info: object, error: object) -> None:
     pass
 
 
+class AsyncHook:
+    async def __call__(self, *args: object) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("option", "value", "error", "message"),
     [
@@ -37,6 +42,8 @@ async def async_handler(info: object, error: object) -> None:
         ("max_threads", "4", TypeError, "max_threads must be an int"),
         ("on_drop", print.__self__, TypeError, "on_drop must be a plain"),
         ("on_drop", async_handler, TypeError, "on_drop must be a plain"),
+        ("on_drop", AsyncHook(), TypeError, "on_drop must be a plain"),
+        ("on_error", AsyncHook(), TypeError, "on_error must be a plain"),
     ],
 )
 def test_bad_option_is_refused_with_a_message_naming_it(
