@@ -19,7 +19,13 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware, DroppedTask, add_task, task_options
+from asgi_bgtasks import (
+    BackgroundTasksMiddleware,
+    DroppedTask,
+    Stats,
+    add_task,
+    task_options,
+)
 
 MODES = ["inline", "detached"]
 
@@ -405,3 +411,53 @@ async def test_each_attempt_starts_from_the_context_of_add_task(
     await call(BackgroundTasksMiddleware(app), [])
 
     assert events == ["at add_task", "at add_task"]
+
+
+async def test_the_stats_identity_holds_at_every_step_under_retries_and_drops(
+    events: list[object],
+) -> None:
+    @task_options(retries=2, retry_delay=0.001)
+    async def flaky(n: int) -> None:
+        events.append(n)
+        if events.count(n) < 2:
+            raise ConnectionError("first try")
+
+    @task_options(timeout=0.005, retries=2, retry_delay=0)
+    async def hangs(n: int) -> None:
+        await asyncio.Event().wait()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        n = int(scope["path"].strip("/"))
+        add_task(flaky, n)
+        add_task(hangs, n)
+        await send({**START_200, "status": 503 if n % 3 == 0 else 200})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="detached", max_concurrency=4)
+    snapshots = []
+
+    async def sample() -> None:
+        while True:
+            snapshots.append(middleware.stats)
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
+    for n in range(1, 31):
+        await call(middleware, [], {"type": "http", "path": f"/{n}"})
+    await middleware.join()
+    sampler.cancel()
+
+    for stats in snapshots:
+        assert_accounted(stats)
+    final = middleware.stats
+    assert final == Stats(
+        scheduled=60,
+        succeeded=20,
+        failed=0,
+        timed_out=20,
+        dropped=20,
+        running=0,
+        pending=0,
+        retried=20,
+    )
+    assert any(stats.pending and stats.retried for stats in snapshots)
