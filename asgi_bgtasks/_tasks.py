@@ -3,11 +3,12 @@
 import contextvars
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import CO_COROUTINE
-from types import FunctionType
+from types import FrameType, FunctionType
 from typing import Any, Literal, ParamSpec
 
 from asgiref.sync import iscoroutinefunction
@@ -25,6 +26,13 @@ _NO_REQUEST = (
     "BackgroundTasksMiddleware: wrap the ASGI app with "
     "BackgroundTasksMiddleware(app) and call add_task() while a request is "
     "being handled"
+)
+_WSGI = (
+    "add_task() was called while serving a WSGI request (Django's runserver "
+    "and the WSGI test client are WSGI): only requests that reach "
+    "BackgroundTasksMiddleware through ASGI can schedule background tasks. "
+    "Serve the ASGI app instead, e.g. `hypercorn myproject.asgi:application`, "
+    "and in tests use asgi_bgtasks.testing.run_tasks_on_exit()"
 )
 _NO_MIDDLEWARE = (
     "scope has no 'background_tasks': wrap the ASGI app with "
@@ -239,8 +247,22 @@ def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> No
     """
     tasks = _current.get()
     if tasks is None:
-        raise RuntimeError(_NO_REQUEST)
+        raise RuntimeError(_WSGI if _serving_wsgi() else _NO_REQUEST)
     tasks.add_task(func, *args, **kwargs)
+
+
+def _serving_wsgi() -> bool:
+    """Whether a caller up the stack holds a WSGI environ, or this process
+    is Django's runserver (only asked on the way to an error)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if any(
+            isinstance(value, dict) and "wsgi.version" in value
+            for value in frame.f_locals.values()
+        ):
+            return True
+        frame = frame.f_back
+    return sys.argv[1:2] == ["runserver"]
 
 
 def background_tasks(scope: Scope) -> BackgroundTasks:

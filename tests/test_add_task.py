@@ -2,9 +2,14 @@
 
 import functools
 import threading
+import urllib.request
+from types import ModuleType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 from helpers import BODY, START_200, call, http_scope, recording_task
 
 from asgi_bgtasks import (
@@ -230,3 +235,49 @@ async def test_asgi2_apps_are_accepted(events: list[object]) -> None:
     await call(BackgroundTasksMiddleware(Asgi2App), events)
 
     assert events == ["http.response.start", "http.response.body", "task"]
+
+
+def test_add_task_under_a_real_wsgi_server_says_it_is_wsgi_and_what_to_run() -> None:
+    def wsgi_view(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        try:
+            add_task(print, "never")
+            body = b"scheduled"
+        except RuntimeError as error:
+            body = str(error).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    with make_server("127.0.0.1", 0, wsgi_view, handler_class=_QuietHandler) as server:
+        serving = threading.Thread(target=server.handle_request)
+        serving.start()
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:
+            message = response.read().decode()
+        serving.join()
+
+    assert message.startswith("add_task() was called while serving a WSGI request")
+    assert "hypercorn myproject.asgi:application" in message
+    assert "run_tasks_on_exit" in message
+
+
+def test_add_task_in_a_django_view_under_the_wsgi_test_client_says_so(
+    django_project: ModuleType,
+) -> None:
+    client = Client(HTTP_HOST="localhost")
+
+    with pytest.raises(RuntimeError, match="while serving a WSGI request"):
+        client.get("/register", {"email": "wsgi@example.com"})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_add_task_in_djangos_runserver_says_it_is_wsgi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.argv", ["manage.py", "runserver"])
+
+    with pytest.raises(RuntimeError, match="Django's runserver"):
+        add_task(print, "never")
