@@ -55,6 +55,7 @@ class Run:
         "in_thread",
         "job",
         "on_end",
+        "started",
         "task",
         "timed_out",
         "timer",
@@ -76,6 +77,7 @@ class Run:
         self.error: BaseException | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.in_thread = task.in_thread
+        self.started = asyncio.get_running_loop().time()
         self.child: asyncio.Future[Any]
         if self.in_thread:
             call = functools.partial(

@@ -171,8 +171,14 @@ class TaskRunner:
     def drop(self, tasks: list[_Task], reason: DropReason, why: str) -> None:
         """Never run ``tasks`` (their request failed): one WARNING for all."""
         self.ledger.drop([task.seq for task in tasks])
-        names = ", ".join(task.name for task in tasks)
-        logger.warning(TASKS_DROPPED, len(tasks), why, names)
+        names = [task.name for task in tasks]
+        logger.warning(
+            TASKS_DROPPED,
+            len(tasks),
+            why,
+            ", ".join(names),
+            extra={"tasks": names, "outcome": "dropped"},
+        )
         for task in tasks:
             self._hand_over(task, reason)
 
@@ -180,7 +186,9 @@ class TaskRunner:
         """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
         self.ledger.drop([task.seq for task in tasks])
         for task in tasks:
-            logger.error(TASK_UNFINISHED, task.name, "pending")
+            logger.error(
+                TASK_UNFINISHED, task.name, "pending", extra=_about(task, "dropped")
+            )
             self._hand_over(task, reason)
 
     def _hand_over(self, task: _Task, reason: DropReason) -> None:
@@ -189,17 +197,22 @@ class TaskRunner:
             try:
                 self._on_drop(task.dropped(reason))
             except Exception:
-                logger.exception(ON_DROP_FAILED, task.name)
+                logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
 
     def expire(self, run: Run) -> None:
         """``run``'s task is past its timeout."""
         if not run.expire():
             timeout = self.timeout_of(run.task)
-            logger.warning(TASK_TIMED_OUT_IN_THREAD, run.task.name, timeout)
+            logger.warning(
+                TASK_TIMED_OUT_IN_THREAD,
+                run.task.name,
+                timeout,
+                extra=_about(run.task, run=run),
+            )
 
     def leave_running_in_thread(self, run: Run) -> None:
         """``run`` cannot be cancelled: it counts as running until it returns."""
-        logger.error(TASK_IN_THREAD, run.task.name)
+        logger.error(TASK_IN_THREAD, run.task.name, extra=_about(run.task, run=run))
 
     def settle(self, run: Run) -> float | None:
         """Count a task that ran in its outcome, and report what went wrong;
@@ -213,7 +226,14 @@ class TaskRunner:
         wait = self._retry_wait(run, outcome)
         if wait is not None:
             task, error = run.task, type(run.error).__name__
-            logger.warning(TASK_RETRYING, task.name, task.attempt, error, wait)
+            logger.warning(
+                TASK_RETRYING,
+                task.name,
+                task.attempt,
+                error,
+                wait,
+                extra=_about(task, run=run),
+            )
         else:
             self.ledger.finish(run.task.seq, outcome)
             if outcome != "succeeded":
@@ -234,12 +254,17 @@ class TaskRunner:
 
     def _report(self, run: Run, outcome: Outcome) -> None:
         task = run.task
+        about = _about(task, outcome, run)
         if outcome == "dropped":
             unwinding_error = run.error  # what its clean-up raised, if anything
             if isinstance(unwinding_error, asyncio.CancelledError):
                 unwinding_error = None
             logger.error(
-                TASK_UNFINISHED, task.name, "running", exc_info=unwinding_error
+                TASK_UNFINISHED,
+                task.name,
+                "running",
+                exc_info=unwinding_error,
+                extra=about,
             )
             assert run.cancelled_for is not None  # only the runner drops
             self._hand_over(task, run.cancelled_for)
@@ -248,22 +273,42 @@ class TaskRunner:
             timed_out = (
                 TASK_TIMED_OUT_THREAD_RETURNED if run.in_thread else TASK_TIMED_OUT
             )
-            logger.error(timed_out, task.name, self.timeout_of(task))
+            logger.error(timed_out, task.name, self.timeout_of(task), extra=about)
             error: BaseException = TimeoutError()
         else:
             assert run.error is not None
             error = run.error
             if task.attempt > 1:
                 logger.error(
-                    TASK_FAILED_ATTEMPTS, task.name, task.attempt, exc_info=error
+                    TASK_FAILED_ATTEMPTS,
+                    task.name,
+                    task.attempt,
+                    exc_info=error,
+                    extra=about,
                 )
             else:
-                logger.error(TASK_FAILED, task.name, exc_info=error)
+                logger.error(TASK_FAILED, task.name, exc_info=error, extra=about)
         if self._on_error is not None:
             try:
                 self._on_error(task.info, error)
             except Exception:
-                logger.exception(ON_ERROR_FAILED, task.name)
+                logger.exception(ON_ERROR_FAILED, task.name, extra=_about(task))
+
+
+def _about(
+    task: _Task, outcome: Outcome | None = None, run: Run | None = None
+) -> dict[str, object]:
+    """The structured fields of a log record about ``task``: its name and,
+    where known, its outcome, its attempt and how long that attempt ran."""
+    fields: dict[str, object] = {"task": task.name}
+    if outcome is not None:
+        fields["outcome"] = outcome
+    if run is not None:
+        fields["attempt"] = task.attempt
+        fields["duration"] = asyncio.get_running_loop().time() - run.started
+    elif task.attempt > 1:  # waiting to be retried: its last attempt
+        fields["attempt"] = task.attempt - 1
+    return fields
 
 
 def _clear_frames(error: BaseException) -> None:
