@@ -36,6 +36,20 @@ def handed(dropped: list[DroppedTask]) -> list[tuple[str, str, object]]:
     ]
 
 
+async def shut_down_after(
+    task: Callable[..., Any], argument: str, events: list[object], **options: Any
+) -> BackgroundTasksMiddleware:
+    """Serve one request that schedules ``task(argument)``, then shut down."""
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((task, argument)), events), **options
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call(app, events)
+    await lifespan.shutdown()
+    return app
+
+
 def app_ending(how: str) -> Callable[..., Any]:
     """An app that schedules a task, then ends its request as ``how`` says."""
 
@@ -152,16 +166,10 @@ async def test_a_task_waiting_for_its_retry_at_the_deadline_is_handed_over(
         events.append("attempt")
         raise ConnectionError("smtp down")
 
-    app = BackgroundTasksMiddleware(
-        with_lifespan(scheduling((flaky, "bob@example.com")), events),
-        shutdown_timeout=0.05,
-        on_drop=dropped.append,
+    # Shutdown returns at the deadline, not after the 60 s.
+    app = await shut_down_after(
+        flaky, "bob@example.com", events, shutdown_timeout=0.05, on_drop=dropped.append
     )
-    lifespan = Lifespan(app)
-    await lifespan.startup()
-    await call(app, events)
-
-    await lifespan.shutdown()  # returns at the deadline, not after the 60 s
 
     assert handed(dropped) == [("flaky", "shutdown", "bob@example.com")]
     stats = app.stats
@@ -314,16 +322,9 @@ async def test_a_task_cancelled_at_the_deadline_stays_dropped_past_its_own_timeo
             unwinding.set()
             await asyncio.sleep(0.1)  # its own timeout passes meanwhile
 
-    app = BackgroundTasksMiddleware(
-        with_lifespan(scheduling((slow_to_unwind, "slow")), events),
-        shutdown_timeout=0.01,
-        on_drop=dropped.append,
+    app = await shut_down_after(
+        slow_to_unwind, "slow", events, shutdown_timeout=0.01, on_drop=dropped.append
     )
-    lifespan = Lifespan(app)
-    await lifespan.startup()
-    await call(app, events)
-
-    await lifespan.shutdown()
 
     assert unwinding.is_set()
     assert handed(dropped) == [("slow_to_unwind", "shutdown", "slow")]
@@ -341,16 +342,9 @@ async def test_a_clean_up_error_after_the_deadline_is_logged_and_the_task_droppe
         finally:
             raise ConnectionError("rollback failed: connection closed")
 
-    app = BackgroundTasksMiddleware(
-        with_lifespan(scheduling((rolls_back, "order 7")), events),
-        shutdown_timeout=0.01,
-        on_drop=dropped.append,
+    app = await shut_down_after(
+        rolls_back, "order 7", events, shutdown_timeout=0.01, on_drop=dropped.append
     )
-    lifespan = Lifespan(app)
-    await lifespan.startup()
-    await call(app, events)
-
-    await lifespan.shutdown()
 
     assert handed(dropped) == [("rolls_back", "shutdown", "order 7")]
     assert (app.stats.dropped, app.stats.failed) == (1, 0)
