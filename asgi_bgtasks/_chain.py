@@ -10,7 +10,6 @@ method of `Chain`.
 
 import asyncio
 import concurrent.futures
-import contextvars
 import enum
 import functools
 import inspect
@@ -51,6 +50,7 @@ class Run:
         "abandoned",
         "cancelled_for",
         "child",
+        "context",
         "error",
         "in_thread",
         "job",
@@ -77,11 +77,14 @@ class Run:
         self.error: BaseException | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.in_thread = task.in_thread
+        # The context copied at add_task; a copy of it for a task that may
+        # be retried, so that each attempt starts from it unchanged.
+        self.context = task.context.copy() if task.options.retries else task.context
         self.started = asyncio.get_running_loop().time()
         self.child: asyncio.Future[Any]
         if self.in_thread:
             call = functools.partial(
-                self.context().run, task.func, *task.args, **task.kwargs
+                self.context.run, task.func, *task.args, **task.kwargs
             )
             self.job = threads().submit(call)
             self.child = asyncio.wrap_future(self.job)
@@ -131,17 +134,11 @@ class Run:
             return "dropped"  # cancelled by us: whatever its unwinding raised
         return "failed"  # its own error, its own CancelledError included
 
-    def context(self) -> contextvars.Context:
-        """The context copied at ``add_task``; a copy of it for a task that
-        may be retried, so that each attempt starts from it unchanged."""
-        context = self.task.context
-        return context.copy() if self.task.options.retries else context
-
     def _start(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         self.child = asyncio.get_running_loop().create_task(
-            _call(self, func, args, kwargs), context=self.context()
+            _call(self, func, args, kwargs), context=self.context
         )
         self.child.add_done_callback(self._ended)
 

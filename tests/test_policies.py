@@ -461,3 +461,21 @@ async def test_the_stats_identity_holds_at_every_step_under_retries_and_drops(
         retried=20,
     )
     assert any(stats.pending and stats.retried for stats in snapshots)
+
+
+async def test_a_coroutine_a_retried_sync_task_returns_runs_in_that_attempts_context(
+    events: list[object],
+) -> None:
+    async def reports() -> None:
+        events.append(request_id.get())
+
+    @task_options(retries=1, retry_delay=0)
+    def sets_then_returns_a_coroutine() -> Any:
+        request_id.set("set by this attempt")
+        return reports()
+
+    await call(
+        BackgroundTasksMiddleware(scheduling((sets_then_returns_a_coroutine,))), []
+    )
+
+    assert events == ["set by this attempt"]
