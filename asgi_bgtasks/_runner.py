@@ -34,6 +34,10 @@ DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
 ON_DROP_FAILED = "on_drop raised while handing over background task %s"
 
+# A task callable's method called, like ``on_drop``, with its `DroppedTask`:
+# how an integration (Django's result store) learns that its task was dropped.
+DROP_HOOK = "_asgi_bgtasks_dropped"
+
 # How long a cancelled task may take to unwind before it is given up on.
 UNWIND_GRACE = 0.5
 
@@ -192,12 +196,15 @@ class TaskRunner:
             self._hand_over(task, reason)
 
     def _hand_over(self, task: _Task, reason: DropReason) -> None:
-        """Give a dropped task to ``on_drop``, to persist or re-enqueue."""
-        if self._on_drop is not None:
-            try:
-                self._on_drop(task.dropped(reason))
-            except Exception:
-                logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
+        """Give a dropped task to ``on_drop``, to persist or re-enqueue, and
+        to its callable's own `DROP_HOOK`, if it has one."""
+        hooks = [self._on_drop, getattr(task.func, DROP_HOOK, None)]
+        for hook in hooks:
+            if hook is not None:
+                try:
+                    hook(task.dropped(reason))
+                except Exception:
+                    logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
 
     def expire(self, run: Run) -> None:
         """``run``'s task is past its timeout."""

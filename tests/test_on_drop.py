@@ -351,3 +351,32 @@ async def test_a_clean_up_error_after_the_deadline_is_logged_and_the_task_droppe
     [record] = [r for r in caplog.records if "cancelled while running" in r.message]
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], ConnectionError)
+
+
+async def test_a_callable_with_a_drop_hook_learns_of_its_own_drop() -> None:
+    """Integrations (Django's result store) learn of their own tasks' drops
+    through the callable's ``_asgi_bgtasks_dropped``, beside ``on_drop``."""
+
+    class Job:
+        def __init__(self) -> None:
+            self.dropped: list[DroppedTask] = []
+
+        async def __call__(self, address: str) -> None:
+            raise AssertionError("a dropped task must not run")
+
+        def _asgi_bgtasks_dropped(self, dropped: DroppedTask) -> None:
+            self.dropped.append(dropped)
+
+    async def fails(scope: Any, receive: Any, send: Any) -> None:
+        add_task(job, "bob@example.com")
+        await send({**START_200, "status": 500})
+        await send(BODY)
+
+    job, to_on_drop = Job(), list[DroppedTask]()
+    app = BackgroundTasksMiddleware(fails, on_drop=to_on_drop.append)
+    await call(app, [])
+    assert (
+        handed(job.dropped)
+        == handed(to_on_drop)
+        == [("Job", "error_response", "bob@example.com")]
+    )
