@@ -1,19 +1,30 @@
-"""One request's tasks as a chain: run one after another, each in its own Task.
+"""One request's tasks as a chain, run one after another by one driver.
 
-Every task runs as an asyncio Task of its own, created in the context copied
-at ``add_task``. Only the runner holds that Task besides the task's own code,
-so whose cancellation ended a task is a fact the runner records when it
-cancels (`Run.cancelled_for`, `Run.timed_out`), never a guess from the
-exception. A chain moves through explicit states; each transition is one
-method of `Chain`.
+Inline, the driver runs in the request's own asyncio Task, as Starlette runs
+its tasks; detached, in a Task of its own. An ``async`` task's coroutine is
+stepped through by hand in the context copied at ``add_task`` (no Task per
+task: a Task and its loop turns cost more than the whole request); a plain
+``def`` task runs in the runner's thread pool while the driver waits.
+
+Whose cancellation ended a task is decided from facts, in one place
+(`Chain._attribute`). The runner records why it interrupts a task
+(`Run.timed_out`, `Run.cancelled_for`) and counts the cancel requests it
+makes (``_ours``). A cancel request made while the task's own code runs (one
+of its steps) is the task's own (``Run.own``). What else is still requested
+when the task has ended came from outside: inline, the server cancelling the
+request's call; detached, nobody outside holds the chain's Task, so it too is
+the task's own. Mechanisms inside a task (``asyncio.timeout``, ``wait_for``,
+``TaskGroup``, anyio's scopes) withdraw their requests before they exit.
 """
 
 import asyncio
-import concurrent.futures
+import contextlib
+import contextvars
 import enum
-import functools
 import inspect
-from collections.abc import Callable
+import types
+from collections.abc import Generator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._stats import Outcome
@@ -22,11 +33,10 @@ from ._tasks import BackgroundTasks, _Task
 if TYPE_CHECKING:
     from ._runner import TaskRunner
 
-Reason = Literal["shutdown", "cancelled"]  # why the runner cancels a chain
+Reason = Literal["shutdown", "cancelled"]  # why a chain is cancelled
 
 
 class State(enum.Enum):
-    OPEN = "open"  # its request is being handled
     QUEUED = "queued"  # waiting for a free slot (max_concurrency)
     RUNNING = "running"  # runs its tasks one by one
     WAITING = "waiting"  # to retry the task that failed; its slot is kept
@@ -35,93 +45,58 @@ class State(enum.Enum):
 
 
 class Run:
-    """One task running, and what was done to it.
+    """One attempt of a task, and what was done to it.
 
-    An ``async`` task runs in an asyncio Task of its own, created in the task's
-    context; a plain ``def`` one as a job of the runner's thread pool, which
-    can be cancelled only until a thread takes it (``in_thread`` is False
-    from then on if it was). Facts: ``timed_out``, its timeout passed;
-    ``cancelled_for``, the runner cancelled it (a thread only marked: it
-    cannot be stopped); ``abandoned``, the runner stopped waiting for it to
-    unwind; ``error``, what it raised. `outcome` decides from these alone.
+    Facts: ``timed_out``, its timeout passed; ``cancelled_for``, its chain
+    was cancelled while it ran; ``abandoned``, the runner stopped waiting for
+    it to unwind; ``own``, cancel requests its own code made; ``error``, what
+    it raised. `outcome` decides from these alone. A plain ``def`` task's
+    ``job`` can be cancelled only until a thread takes it (``in_thread`` is
+    False from then on if it was).
     """
 
     __slots__ = (
         "abandoned",
         "cancelled_for",
-        "child",
         "context",
         "error",
         "in_thread",
         "job",
-        "on_end",
+        "own",
+        "result",
+        "returned",
         "started",
         "task",
         "timed_out",
         "timer",
     )
 
-    def __init__(
-        self,
-        task: _Task,
-        on_end: Callable[["Run"], None],
-        threads: Callable[[], concurrent.futures.Executor],
-    ) -> None:
-        """Start ``task``; ``on_end(self)`` is called when it ends. A plain
-        ``def`` task goes to the pool ``threads()`` returns."""
+    def __init__(self, task: _Task, started: float) -> None:
         self.task = task
-        self.on_end = on_end
+        self.started = started
         self.timed_out = False
         self.cancelled_for: Reason | None = None
         self.abandoned = False
+        self.own = 0
         self.error: BaseException | None = None
+        self.result: Any = None
+        self.returned = False  # its job has ended (a plain def task)
         self.timer: asyncio.TimerHandle | None = None
+        self.job: Future[Any] | None = None
         self.in_thread = task.in_thread
         # The context copied at add_task; a copy of it for a task that may
         # be retried, so that each attempt starts from it unchanged.
         self.context = task.context.copy() if task.options.retries else task.context
-        self.started = asyncio.get_running_loop().time()
-        self.child: asyncio.Future[Any]
-        if self.in_thread:
-            call = functools.partial(
-                self.context.run, task.func, *task.args, **task.kwargs
-            )
-            self.job = threads().submit(call)
-            self.child = asyncio.wrap_future(self.job)
-            self.child.add_done_callback(self._returned_from_thread)
-        else:
-            self._start(task.func, task.args, task.kwargs)
 
     def __repr__(self) -> str:
         return (
-            f"<Run {self.task.name} done={self.child.done()} "
+            f"<Run {self.task.name} error={type(self.error).__name__} "
             f"timed_out={self.timed_out} cancelled_for={self.cancelled_for} "
             f"abandoned={self.abandoned}>"
         )
 
-    def expire(self) -> bool:
-        """Its timeout passed: cancel it; False if it runs in a thread."""
-        self.timed_out = True
-        return self._stop()
-
-    def cancel(self, reason: Reason) -> bool:
-        """Cancel it for ``reason``; False if it runs in a thread (which
-        cannot be stopped; a coroutine it returns is then never started)."""
-        if self.timer is not None:
-            self.timer.cancel()  # the first cause wins: no timeout from now on
-        self.cancelled_for = reason
-        return self._stop()
-
-    def _stop(self) -> bool:
-        if self.in_thread:
-            if not self.job.cancel():
-                return False  # a thread has it
-            self.in_thread = False  # and never will
-        self.child.cancel()
-        return True
-
     def outcome(self) -> Outcome:
-        """How the task ended."""
+        """How the attempt ended."""
         if self.abandoned:
             return "dropped"
         if self.timed_out:
@@ -134,166 +109,419 @@ class Run:
             return "dropped"  # cancelled by us: whatever its unwinding raised
         return "failed"  # its own error, its own CancelledError included
 
-    def _start(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        self.child = asyncio.get_running_loop().create_task(
-            _call(self, func, args, kwargs), context=self.context
-        )
-        self.child.add_done_callback(self._ended)
 
-    def _ended(self, child: "asyncio.Future[None]") -> None:
-        if child.cancelled():
-            self.error = asyncio.CancelledError()
-        self.on_end(self)
+class Chain:
+    """The driver of one request's tasks, and the lifecycle of running them.
 
-    def _returned_from_thread(self, future: "asyncio.Future[Any]") -> None:
-        if future.cancelled():  # cancelled before a thread took it
-            self.error = asyncio.CancelledError()
-            self.on_end(self)
-            return
-        self.error = future.exception()
-        if self.error is None and inspect.isawaitable(result := future.result()):
-            # A plain lambda that returned a coroutine: await it, unless the
-            # runner has given up on this task meanwhile.
-            if self.timed_out or self.cancelled_for is not None:
-                if inspect.iscoroutine(result):
-                    result.close()
-                self.error = asyncio.CancelledError()
-            else:
-                self.in_thread = False
-                self._start(_itself, (result,), {})
-                return
-        self.on_end(self)
-
-
-class Chain(BackgroundTasks):
-    """The tasks of one request, and the lifecycle of running them.
-
-    OPEN → (QUEUED →) RUNNING (⇄ WAITING) → (CANCELLING →) DONE. The next
-    task starts only when the previous one's Task has ended, or its last
-    retry has; a chain holds one slot of the runner's ``max_concurrency``
-    while RUNNING, WAITING or CANCELLING.
+    QUEUED → RUNNING (⇄ WAITING) → (CANCELLING →) DONE. The next task starts
+    only when the previous one has ended, or its last retry has; a chain
+    holds one slot of the runner's ``max_concurrency`` from RUNNING to DONE.
     """
 
-    __slots__ = ("_ended", "_retry", "_run", "_runner", "state")
+    __slots__ = (
+        "_base",
+        "_ended",
+        "_host",
+        "_ours",
+        "_retry",
+        "_run",
+        "_runner",
+        "_waiting_for",
+        "_wake",
+        "inline",
+        "state",
+        "tasks",
+    )
 
-    def __init__(self, runner: "TaskRunner") -> None:
-        super().__init__(runner.ledger)
+    def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):
         self._runner = runner
-        self.state = State.OPEN
+        self.tasks = tasks
+        self.inline = inline
+        self.state = State.RUNNING
+        self._host: asyncio.Task[Any] | None = None
+        self._base = 0  # the host's cancel requests before the chain began
+        self._ours = 0  # cancel requests the runner made, not yet withdrawn
         self._run: Run | None = None
+        self._waiting_for: Run | None = None  # a plain def task, in a thread
+        self._wake: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Chain {self.state.value} run={self._run!r}>"
 
+    def start_detached(self) -> None:
+        """Run the chain in a Task of its own, made by the app's task factory
+        if it has one, a loop turn later: none of its code runs in the
+        caller, even under an eager task factory."""
+        loop = asyncio.get_running_loop()
+        if loop.get_task_factory() is None:
+            asyncio.Task(self.drive(), context=contextvars.Context())
+        else:
+            loop.call_soon(self._create_task, context=contextvars.Context())
+
+    def _create_task(self) -> None:
+        asyncio.get_running_loop().create_task(self.drive())
+
     def start(self) -> None:
-        """A slot is ours: run the tasks, one after another, unless the chain
-        was ended while its start was deferred."""
-        if self.state is State.DONE:
-            return
-        self.state = State.RUNNING
-        self._start_next()
+        """A slot was handed to this queued chain."""
+        if self.state is State.QUEUED:
+            self.state = State.RUNNING
+            if self.inline:
+                self._wake_up()
+            else:
+                self.start_detached()
 
-    def ended(self) -> "asyncio.Future[None]":
-        """A future resolved once the chain is DONE, or once `cancel` has
-        left it to a worker thread that cannot be stopped. Ask once, before
-        the chain starts."""
-        self._ended = asyncio.get_running_loop().create_future()
-        return self._ended
+    async def drive(self) -> None:
+        """Run the tasks one after another in the current Task.
 
-    def unwinding(self) -> "asyncio.Future[Any] | None":
-        """The Task of its cancelled ``async`` task, while it unwinds."""
-        run = self._run
-        if self.state is State.CANCELLING and run is not None and not run.in_thread:
-            return run.child
+        Inline, a cancellation from outside ends the chain (what is left is
+        dropped) and is raised on.
+        """
+        host = self._host = asyncio.current_task()
+        assert host is not None
+        self._base = host.cancelling()
+        outside: tuple[Any, ...] | None = None
+        try:
+            if self.state is State.QUEUED:
+                await self._sleep()
+            while self.state is State.RUNNING:
+                task = self.tasks._take()
+                if task is None:
+                    break
+                outside = await self._attempt(task)
+                del task  # its arguments go when it has ended
+                if outside is not None:
+                    break
+        except asyncio.CancelledError as cancelled:
+            # From outside (inline: the server), at a task's end or at one
+            # of the chain's own waits; a thread's job is left to it.
+            outside = cancelled.args
+            self._waiting_for = None
+            self.cancel("cancelled")
+        finally:
+            if self.state is not State.DONE and self._run is None:
+                self._finish()
+            self._leave()
+        if outside is not None:
+            # A new one, raised here: frames in a caught one's traceback
+            # would keep tasks alive.
+            raise asyncio.CancelledError(*outside)
+
+    async def _attempt(self, task: _Task) -> tuple[Any, ...] | None:
+        """Run one attempt of ``task`` to its end, settle it, and wait for
+        its retry if it gets one. Returns the arguments of the outside's
+        cancellation, if the outside cancelled the chain meanwhile."""
+        runner = self._runner
+        loop = asyncio.get_running_loop()
+        run = self._run = Run(task, loop.time())
+        timeout = runner.timeout_of(task)
+        if timeout is not None:
+            run.timer = loop.call_later(timeout, runner.expire, self, run)
+        if run.in_thread:
+            if not await self._in_thread(run):
+                return None  # the chain left it to its thread, which settles it
+            result, run.result = run.result, None
+            if inspect.isawaitable(result) and run.error is None:
+                # A plain def that returned a coroutine: await it here.
+                run.in_thread = False
+                await _step_through(self, run, _iterator(result))
+        else:
+            try:
+                result = run.context.run(task.func, *task.args, **task.kwargs)
+                steps = _iterator(result)
+            except BaseException as error:
+                run.error = error
+            else:
+                del result
+                await _step_through(self, run, steps)
+        outside = self._attribute(run)
+        if outside is None and not run.abandoned and _cancel_pending(self._host):
+            outside = await self._consume_own_request()
+        if outside is not None:
+            self._stop("cancelled")  # what has not started goes first
+        self._settle(run)  # unless it was, when it was given up on
+        if outside is None and self.state is State.WAITING:
+            await self._sleep()
+        return outside
+
+    def _attribute(self, run: Run) -> tuple[Any, ...] | None:
+        """Withdraw the cancel requests made on the host while ``run`` ran,
+        but the outside's; return the cancellation to raise on, if the
+        outside (the server, inline) asked for one.
+
+        The one place that decides whose a cancellation is.
+        """
+        host = self._host
+        assert host is not None
+        requested = host.cancelling() - self._base
+        if not requested:
+            return None
+        outside = requested - self._ours - run.own
+        if not (
+            self.inline
+            and outside > 0
+            and isinstance(run.error, asyncio.CancelledError)
+        ):
+            # A task that ends otherwise took any cancellation as its own;
+            # and a TaskGroup that cancelled it may not have withdrawn its
+            # request (Python < 3.13).
+            outside = 0
+        for _ in range(requested - outside):
+            host.uncancel()
+        self._ours = 0
+        if not outside:
+            return None
+        if run.cancelled_for is None:
+            run.cancelled_for = "cancelled"
+        assert run.error is not None
+        return run.error.args
+
+    async def _consume_own_request(self) -> tuple[Any, ...] | None:
+        """A task asked to cancel itself and ended before it was delivered:
+        take the delivery, so that the next task does not get it. Returns
+        the outside's cancellation if one came meanwhile."""
+        host = self._host
+        assert host is not None
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError as cancelled:
+            if host.cancelling() > self._base:
+                return cancelled.args
         return None
 
-    def cancel(self, reason: Reason) -> None:
-        """Start no further task: drop the rest, cancel the running one."""
-        if self.state in (State.CANCELLING, State.DONE):
-            return
-        held_slot = self.state in (State.RUNNING, State.WAITING)
-        if self._retry is not None:
-            self._retry.cancel()
-        self.state = State.CANCELLING
-        self._runner.abandon(self._close(), reason)
-        run = self._run
-        if run is None:
-            self._finish(held_slot)
-        elif not run.cancel(reason):
-            self._runner.leave_running_in_thread(run)
-            self._resolve_ended()
+    async def _in_thread(self, run: Run) -> bool:
+        """Run a plain ``def`` attempt in the pool; False if the chain left
+        it to its thread."""
+        task = run.task
+        job = run.job = self._runner.threads().submit(
+            run.context.run, task.func, *task.args, **task.kwargs
+        )
+        asyncio.wrap_future(job).add_done_callback(
+            lambda future: self._returned(run, future)
+        )
+        self._waiting_for = run
+        await self._sleep()
+        return run.returned and run is self._run
 
-    def give_up(self) -> None:
-        """Stop waiting for a cancelled ``async`` task that is still unwinding."""
-        run = self._run
-        if run is not None and self.unwinding() is not None:
-            run.abandoned = True
-            self._settle(run)
-
-    def _start_next(self) -> None:
-        task = self._take()
-        if task is None:
-            self._finish(held_slot=True)
-            return
-        run = self._run = Run(task, self._task_ended, self._runner.threads)
-        timeout = self._runner.timeout_of(task)
-        if timeout is not None:
-            run.timer = asyncio.get_running_loop().call_later(
-                timeout, self._runner.expire, run
-            )
-
-    def _task_ended(self, run: Run) -> None:
-        if run is self._run:  # else: given up on before
+    def _returned(self, run: Run, future: "asyncio.Future[Any]") -> None:
+        """A plain ``def`` attempt's job ended, or was cancelled before a
+        thread took it."""
+        if future.cancelled():
+            run.error = asyncio.CancelledError()
+        elif (error := future.exception()) is not None:
+            run.error = error
+        else:
+            run.result = future.result()
+        run.returned = True
+        if self._waiting_for is run:
+            self._waiting_for = None
+            self._wake_up()
+        elif not run.abandoned:  # left to its thread: settle it here
+            result, run.result = run.result, None
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: the chain has ended
+            if inspect.isawaitable(result):
+                run.error = asyncio.CancelledError()
             self._settle(run)
 
     def _settle(self, run: Run) -> None:
-        """The running task has ended: count it or retry it, then go on."""
+        """Count the attempt or schedule its retry; finish the chain if it
+        is being cancelled."""
+        if run is not self._run:
+            return
         self._run = None
         wait = self._runner.settle(run)
         if self.state is not State.RUNNING:
-            self._finish(held_slot=True)
-        elif wait is None:
-            self._start_next()
-        else:
-            self._put_back(run.task)
+            self._finish()
+        elif wait is not None:
+            self.tasks._put_back(run.task)
             self.state = State.WAITING
             self._retry = asyncio.get_running_loop().call_later(wait, self._retry_now)
 
     def _retry_now(self) -> None:
         self._retry = None
         self.state = State.RUNNING
-        self._start_next()
+        self._wake_up()
 
-    def _finish(self, held_slot: bool) -> None:
+    def ended(self) -> "asyncio.Future[None]":
+        """A future resolved once the chain is DONE, or once `cancel` has left
+        it to a worker thread that cannot be stopped."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self.state is State.DONE:
+                self._ended.set_result(None)
+        return self._ended
+
+    def unwinding(self) -> bool:
+        """Whether its cancelled ``async`` task is still unwinding."""
+        run = self._run
+        return self.state is State.CANCELLING and run is not None and not run.in_thread
+
+    def _stop(self, reason: Reason) -> State:
+        """Start no further task and drop the rest; return the state it was in."""
+        was = self.state
+        if was in (State.CANCELLING, State.DONE):
+            return was
+        self.state = State.CANCELLING
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._runner.abandon(self.tasks._close(), reason)
+        return was
+
+    def cancel(self, reason: Reason) -> None:
+        """Start no further task: drop the rest, cancel the running one."""
+        was = self._stop(reason)
+        if was in (State.CANCELLING, State.DONE):
+            return
+        run = self._run
+        if run is not None and run.timer is not None:
+            run.timer.cancel()  # the first cause wins: no timeout from now on
+        if was is State.QUEUED:
+            self._finish(held_slot=False)
+        elif run is None:  # waiting to retry, or not begun: the driver ends it
+            self._wake_up()
+        elif run.in_thread:
+            run.cancelled_for = reason
+            assert run.job is not None
+            if not run.job.cancel():  # a thread has it: it cannot be stopped
+                self._runner.leave_running_in_thread(run)
+                self._waiting_for = None
+                self._wake_up()
+                self._resolve_ended()
+            else:
+                run.in_thread = False  # and never will be
+        else:
+            run.cancelled_for = reason
+            self.interrupt(run)
+
+    def interrupt(self, run: Run) -> None:
+        """Cancel the running ``async`` attempt ``run``."""
+        if run is self._run and self._host is not None:
+            self._ours += 1
+            self._host.cancel()
+
+    def give_up(self) -> None:
+        """Stop waiting for a cancelled ``async`` task that is still unwinding:
+        count it dropped; its coroutine goes on in a Task of its own."""
+        run = self._run
+        if run is not None and self.unwinding():
+            run.abandoned = True
+            self.interrupt(run)  # the driver hands the coroutine over
+            self._settle(run)
+
+    def _finish(self, held_slot: bool = True) -> None:
         self.state = State.DONE
         self._runner.release(self, held_slot)
         self._resolve_ended()
+        self._wake_up()
 
     def _resolve_ended(self) -> None:
         ended = self._ended
         if ended is not None and not ended.done():
             ended.set_result(None)
 
+    def _leave(self) -> None:
+        """The driver is done: no reference cycle through the host Task."""
+        if self._ours and self._host is not None:
+            for _ in range(self._ours):
+                self._host.uncancel()
+            self._ours = 0
+        self._host = None
 
-async def _call(
-    run: Run, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    """The coroutine of an ``async`` task's Task: records what the task raised.
+    async def _sleep(self) -> None:
+        """Wait until `_wake_up`."""
+        wake = self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await wake
+        finally:
+            self._wake = None
 
-    Recording, not raising, keeps KeyboardInterrupt or SystemExit from a task
-    away from the event loop, and the error out of the Task's result: under
-    an eager task factory the error's frames lead back to the frame that
-    created the Task, which holds that Task.
-    """
-    try:
-        await func(*args, **kwargs)
-    except BaseException as error:
-        run.error = error
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
 
-def _itself(awaitable: Any) -> Any:
-    return awaitable
+def _cancel_pending(task: "asyncio.Task[Any] | None") -> bool:
+    """Whether a cancel request awaits delivery to ``task``: one made by the
+    code of its current step (one made while it waits is delivered at once)."""
+    return getattr(task, "_must_cancel", False)
+
+
+def _iterator(awaitable: Any) -> Any:
+    """What to step through to await ``awaitable``."""
+    if isinstance(awaitable, types.CoroutineType | types.GeneratorType):
+        return awaitable
+    return awaitable.__await__()
+
+
+@types.coroutine
+def _step_through(chain: Chain, run: Run, it: Any) -> Generator[Any, Any, None]:
+    """Drive ``awaitable`` to its end in ``run``'s context, step by step, in
+    the chain's host Task: what it yields goes to the Task, what the Task
+    sends or throws goes to it. Records what it raised, and counts the
+    cancel requests made on the host during its steps as its own."""
+    host = chain._host
+    assert host is not None
+    run_in = run.context.run
+    value: Any = None
+    thrown: BaseException | None = None
+    while True:
+        level = host.cancelling()
+        try:
+            if thrown is None:
+                yielded = run_in(it.send, value)
+            else:
+                yielded = run_in(it.throw, thrown)
+                thrown = None
+        except StopIteration:
+            break
+        except BaseException as error:
+            run.error = error
+            break
+        finally:
+            made = host.cancelling() - level
+            if made > 0:
+                run.own += made
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            run_in(it.close)
+            raise
+        except BaseException as error:
+            thrown, value = error, None
+        if run.abandoned:
+            # Counted dropped when it was given up on: let it go on alone.
+            asyncio.Task(_go_on(it, value, thrown), context=run.context)
+            return
+    if run.error is None and _cancel_pending(host):
+        # It asked to cancel itself and returned: asyncio would end its
+        # Task cancelled.
+        run.error = asyncio.CancelledError()
+
+
+async def _go_on(it: Any, value: Any, thrown: BaseException | None) -> None:
+    """The rest of an abandoned task, in a Task of its own; what it raises
+    is not reported again."""
+    with contextlib.suppress(BaseException):
+        await _resume(it, value, thrown)
+
+
+@types.coroutine
+def _resume(
+    it: Any, value: Any, thrown: BaseException | None
+) -> Generator[Any, Any, None]:
+    while True:
+        try:
+            if thrown is None:
+                yielded = it.send(value)
+            else:
+                yielded, thrown = it.throw(thrown), None
+        except StopIteration:
+            return
+        try:
+            value = yield yielded
+        except BaseException as error:
+            thrown = error

@@ -8,11 +8,10 @@ from typing import Any, Literal, cast
 
 from asgiref.compatibility import guarantee_single_callable
 
-from ._chain import Chain
 from ._checks import check_count, check_flag, check_hook, check_seconds
 from ._runner import DropHandler, ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
-from ._tasks import SCOPE_KEY, DropReason, _current, _Task
+from ._tasks import SCOPE_KEY, BackgroundTasks, DropReason, _current, _Task
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_bgtasks")
@@ -109,7 +108,7 @@ class BackgroundTasksMiddleware:
             else:  # another scope type, or an outer BackgroundTasksMiddleware
                 await self.app(scope, receive, send)
             return
-        tasks = scope[SCOPE_KEY] = self._runner.new_chain()
+        tasks = scope[SCOPE_KEY] = BackgroundTasks(self._ledger)
         token = _current.set(tasks)
         watch = _ResponseWatch(send) if scope_type == "http" else None
         error: BaseException | None = None
@@ -119,10 +118,10 @@ class BackgroundTasksMiddleware:
             error = raised
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
-        if not tasks._close_if_empty():
-            ended = self._hand_off(tasks, _why_not_run(watch, error), error)
-            if ended is not None:
-                await self._run_inline(tasks, ended)
+        if not tasks._close_if_empty() and self._hand_off(
+            tasks, _why_not_run(watch, error), error
+        ):
+            await self._runner.run(tasks).drive()
         if error is not None:
             try:
                 raise error
@@ -131,12 +130,12 @@ class BackgroundTasksMiddleware:
 
     def _hand_off(
         self,
-        tasks: Chain,
+        tasks: BackgroundTasks,
         why_not: "tuple[DropReason, str] | None",
         error: BaseException | None,
-    ) -> "asyncio.Future[None] | None":
-        """Drop or detach the tasks of a finished request, or return the
-        future to await while they run inline."""
+    ) -> bool:
+        """Drop or detach the tasks of a finished request; True if they are
+        to run inline."""
         runner = self._runner
         cancelled = isinstance(error, asyncio.CancelledError)
         if why_not is not None:
@@ -144,7 +143,7 @@ class BackgroundTasksMiddleware:
             if dropped:
                 runner.drop(dropped, *why_not)
             if tasks._close_if_empty():
-                return None
+                return False
         if runner.expired:
             runner.abandon(tasks._close(), "shutdown")
         elif (
@@ -156,28 +155,13 @@ class BackgroundTasksMiddleware:
         elif cancelled:  # this call is being cancelled: it cannot run them
             runner.abandon(tasks._close(), "cancelled")
         else:
-            return runner.run(tasks)
-        return None
+            return True
+        return False
 
     def _runs_on_error(self, task: _Task) -> bool:
         """Whether ``task`` runs after a failed request (its own option first)."""
         own = task.options.run_on_error
         return self.run_on_error if own is None else own
-
-    async def _run_inline(self, tasks: Chain, ended: "asyncio.Future[None]") -> None:
-        """Wait for an inline chain; if the server cancels this call, end the
-        chain, then let that same cancellation go on (its message is how
-        anyio's cancel scopes know their own)."""
-        try:
-            await ended
-            return
-        except asyncio.CancelledError as cancelled:
-            cancellation = cancelled
-        try:
-            await self._runner.cancel_chains([tasks], "cancelled")
-            raise cancellation
-        finally:
-            del cancellation  # no cycle: this frame -> it -> traceback -> frame
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass lifespan through; drain tasks before the app sees shutdown."""

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ._chain import Chain, Reason, Run, State
 from ._stats import Ledger, Outcome
-from ._tasks import DroppedTask, DropReason, TaskInfo, _Task
+from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
 
 logger = logging.getLogger("asgi_bgtasks")
 
@@ -48,9 +48,10 @@ DropHandler = Callable[[DroppedTask], None]
 class TaskRunner:
     """Runs chains, at most ``max_concurrency`` at once, in FIFO order.
 
-    Inline and detached chains are the same: a detached one is started and
-    left; an inline one's request awaits `Chain.ended`. Every chain that was
-    handed over and is not done is known here, so shutdown can end them all.
+    Inline and detached chains are the same but for their Task: an inline
+    one is driven by its request's call, a detached one by a Task of its
+    own. Every chain that was handed over and is not done is known here, so
+    shutdown can end them all.
     """
 
     def __init__(
@@ -76,10 +77,6 @@ class TaskRunner:
         self.accepting = True  # False from shutdown on: no detached work
         self.expired = False  # past the shutdown deadline: nothing starts
 
-    def new_chain(self) -> Chain:
-        """The task list of a new request."""
-        return Chain(self)
-
     def threads(self) -> ThreadPoolExecutor:
         """The pool for plain ``def`` tasks, created on first use."""
         if self._pool is None:
@@ -98,27 +95,25 @@ class TaskRunner:
         self.accepting = True
         self.expired = False
 
-    def submit(self, chain: Chain, *, inline: bool = False) -> None:
-        """Run ``chain``: it starts now or when a slot frees up. Detached,
-        none of its code runs in the caller, even under an eager task factory."""
+    def submit(self, tasks: BackgroundTasks) -> None:
+        """Run ``tasks`` detached: now or when a slot frees up."""
+        chain = self._admit(tasks, inline=False)
+        if chain.state is State.RUNNING:
+            chain.start_detached()
+
+    def run(self, tasks: BackgroundTasks) -> Chain:
+        """Run ``tasks`` inline: the caller awaits `Chain.drive`."""
+        return self._admit(tasks, inline=True)
+
+    def _admit(self, tasks: BackgroundTasks, inline: bool) -> Chain:
+        chain = Chain(self, tasks, inline)
         self._chains[chain] = None
-        if self._active >= self._limit:
+        if self._active < self._limit:
+            self._active += 1
+        else:
             chain.state = State.QUEUED
             self._queue.append(chain)
-            return
-        self._active += 1
-        loop = asyncio.get_running_loop()
-        if inline or loop.get_task_factory() is None:
-            chain.start()
-        else:
-            chain.state = State.RUNNING
-            loop.call_soon(chain.start)
-
-    def run(self, chain: Chain) -> "asyncio.Future[None]":
-        """Run ``chain`` inline: the caller awaits the future returned."""
-        ended = chain.ended()
-        self.submit(chain, inline=True)
-        return ended
+        return chain
 
     def release(self, chain: Chain, held_slot: bool) -> None:
         """``chain`` is done: hand its slot to the next queued chain."""
@@ -135,10 +130,9 @@ class TaskRunner:
         wait up to `UNWIND_GRACE` seconds for it to unwind."""
         for chain in chains:
             chain.cancel(reason)
-        unwinding = [task for chain in chains if (task := chain.unwinding())]
+        unwinding = [chain.ended() for chain in chains if chain.unwinding()]
         try:
             if unwinding:
-                # Each task's own done callback, which settles it, runs first.
                 await asyncio.wait(unwinding, timeout=UNWIND_GRACE)
         finally:  # cancelled again meanwhile: give up on them at once
             for chain in chains:
@@ -206,9 +200,15 @@ class TaskRunner:
                 except Exception:
                     logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
 
-    def expire(self, run: Run) -> None:
-        """``run``'s task is past its timeout."""
-        if not run.expire():
+    def expire(self, chain: Chain, run: Run) -> None:
+        """``run``'s task is past its timeout: cancel it, unless a thread
+        has it."""
+        run.timed_out = True
+        if not run.in_thread:
+            chain.interrupt(run)
+        elif run.job is not None and run.job.cancel():
+            run.in_thread = False  # and never will be
+        else:
             timeout = self.timeout_of(run.task)
             logger.warning(
                 TASK_TIMED_OUT_IN_THREAD,
@@ -247,8 +247,8 @@ class TaskRunner:
                 self._report(run, outcome)
         if run.error is not None:
             _clear_frames(run.error)
-            # Under an eager task factory its frames lead back to the Run.
             run.error = None
+        run.job = None
         return wait
 
     def _retry_wait(self, run: Run, outcome: Outcome) -> float | None:

@@ -79,15 +79,16 @@ class run_tasks_on_exit:
     """
 
     def __init__(self) -> None:
+        ledger = Ledger()
         self._runner = TaskRunner(
-            Ledger(),
+            ledger,
             max_concurrency=1,
             max_threads=1,
             task_timeout=None,
             on_error=None,
             on_drop=None,
         )
-        self._tasks = self._runner.new_chain()
+        self._tasks = BackgroundTasks(ledger)
         self._token: Token[BackgroundTasks | None] | None = None
 
     def __enter__(self) -> "run_tasks_on_exit":
@@ -123,4 +124,4 @@ class run_tasks_on_exit:
 
     async def _run(self) -> None:
         with _failures_raised(self._runner.ledger.snapshot):
-            await self._runner.run(self._tasks)
+            await self._runner.run(self._tasks).drive()

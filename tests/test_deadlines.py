@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 from helpers import (
-    BODY,
-    START_200,
     Gate,
     Lifespan,
     call,
@@ -20,7 +18,7 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware, background_tasks
+from asgi_bgtasks import BackgroundTasksMiddleware
 
 SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
 # Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
@@ -291,27 +289,21 @@ async def test_a_chain_shows_its_state_and_running_task_in_its_repr(
     events: list[object],
 ) -> None:
     gate = Gate(events)
-    chains: list[object] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        tasks = background_tasks(scope)
-        tasks.add_task(gate.task, "task")
-        chains.append(tasks)
-        events.append(repr(tasks))
-        await send(START_200)
-        await send(BODY)
-
-    middleware = BackgroundTasksMiddleware(app, mode="detached")
+    middleware = BackgroundTasksMiddleware(
+        scheduling((gate.task, "task")), mode="detached"
+    )
     await call(middleware, events)
     await gate.arrived["task"].wait()
-    running = repr(chains[0])
+    (chain,) = middleware._runner._chains
+    running = repr(chain)
     gate.opened.set()
     await middleware.join()
 
-    assert events[0] == "<Chain open run=None>"
-    assert running.startswith("<Chain running run=<Run helpers.Gate.task done=False")
-    assert running.endswith("timed_out=False cancelled_for=None abandoned=False>>")
-    assert repr(chains[0]) == "<Chain done run=None>"
+    assert running == (
+        "<Chain running run=<Run helpers.Gate.task error=NoneType "
+        "timed_out=False cancelled_for=None abandoned=False>>"
+    )
+    assert repr(chain) == "<Chain done run=None>"
 
 
 class _RecordsAwait:
