@@ -20,13 +20,13 @@ the task's own. Mechanisms inside a task (``asyncio.timeout``, ``wait_for``,
 import asyncio
 import contextlib
 import contextvars
-import enum
 import inspect
 import types
 from collections.abc import Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._options import DEFAULTS
 from ._stats import Outcome
 from ._tasks import BackgroundTasks, _Task
 
@@ -36,12 +36,14 @@ if TYPE_CHECKING:
 Reason = Literal["shutdown", "cancelled"]  # why a chain is cancelled
 
 
-class State(enum.Enum):
-    QUEUED = "queued"  # waiting for a free slot (max_concurrency)
-    RUNNING = "running"  # runs its tasks one by one
-    WAITING = "waiting"  # to retry the task that failed; its slot is kept
-    CANCELLING = "cancelling"  # no further task starts; the last one unwinds
-    DONE = "done"
+# A chain's states; plain strings, compared by identity (an Enum member
+# costs ~45 ns per access on 3.11, and the driver checks its state often).
+State = Literal["queued", "running", "waiting", "cancelling", "done"]
+QUEUED: State = "queued"  # waiting for a free slot (max_concurrency)
+RUNNING: State = "running"  # runs its tasks one by one
+WAITING: State = "waiting"  # to retry the task that failed; its slot is kept
+CANCELLING: State = "cancelling"  # no further task starts; the last one unwinds
+DONE: State = "done"
 
 
 class Run:
@@ -118,37 +120,25 @@ class Chain:
     holds one slot of the runner's ``max_concurrency`` from RUNNING to DONE.
     """
 
-    __slots__ = (
-        "_base",
-        "_ended",
-        "_host",
-        "_ours",
-        "_retry",
-        "_run",
-        "_runner",
-        "_waiting_for",
-        "_wake",
-        "inline",
-        "state",
-        "tasks",
-    )
+    # Class-level defaults, no __slots__: most chains never set these, and
+    # four attributes set per chain instead of twelve save ~100 ns.
+    _host: "asyncio.Task[Any] | None" = None
+    _base = 0  # the host's cancel requests before the chain began
+    _ours = 0  # cancel requests the runner made, not yet withdrawn
+    _run: Run | None = None
+    _waiting_for: Run | None = None  # a plain def task, in a thread
+    _wake: "asyncio.Future[None] | None" = None
+    _retry: asyncio.TimerHandle | None = None
+    _ended: "asyncio.Future[None] | None" = None
 
     def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):
         self._runner = runner
         self.tasks = tasks
         self.inline = inline
-        self.state = State.RUNNING
-        self._host: asyncio.Task[Any] | None = None
-        self._base = 0  # the host's cancel requests before the chain began
-        self._ours = 0  # cancel requests the runner made, not yet withdrawn
-        self._run: Run | None = None
-        self._waiting_for: Run | None = None  # a plain def task, in a thread
-        self._wake: asyncio.Future[None] | None = None
-        self._retry: asyncio.TimerHandle | None = None
-        self._ended: asyncio.Future[None] | None = None
+        self.state: State = RUNNING
 
     def __repr__(self) -> str:
-        return f"<Chain {self.state.value} run={self._run!r}>"
+        return f"<Chain {self.state} run={self._run!r}>"
 
     def start_detached(self) -> None:
         """Run the chain in a Task of its own, made by the app's task factory
@@ -165,8 +155,8 @@ class Chain:
 
     def start(self) -> None:
         """A slot was handed to this queued chain."""
-        if self.state is State.QUEUED:
-            self.state = State.RUNNING
+        if self.state is QUEUED:
+            self.state = RUNNING
             if self.inline:
                 self._wake_up()
             else:
@@ -182,15 +172,47 @@ class Chain:
         assert host is not None
         self._base = host.cancelling()
         outside: tuple[Any, ...] | None = None
+        tasks = self.tasks
+        quick = self._runner.timeout is None
         try:
-            if self.state is State.QUEUED:
+            if self.state is QUEUED:
                 await self._sleep()
-            while self.state is State.RUNNING:
-                task = self.tasks._take()
+            while self.state is RUNNING:
+                task = tasks._take()
+                first: _FirstStep | None = None
+                while (
+                    task is not None
+                    and quick
+                    and task.options is DEFAULTS
+                    and not task.in_thread
+                ):
+                    # Most tasks end within their first step: that step here,
+                    # and if it ends well, one lock to count it and take the
+                    # next (measured: 3.3 -> 1.0 µs per no-op task).
+                    context = task.context
+                    level = host.cancelling()
+                    try:
+                        steps = context.run(task.func, *task.args, **task.kwargs)
+                        if type(steps) is not types.CoroutineType:
+                            steps = _iterator(steps)
+                        yielded = context.run(steps.send, None)
+                    except StopIteration:
+                        if host.cancelling() != level or getattr(
+                            host, "_must_cancel", False
+                        ):  # see _cancel_pending
+                            first = (None, _ENDED, None, level)
+                            break
+                        task = tasks._succeeded_and_take(task)
+                        continue
+                    except BaseException as error:
+                        first = (None, _ENDED, error, level)
+                        break
+                    first = (steps, yielded, None, level)
+                    break
                 if task is None:
                     break
-                outside = await self._attempt(task)
-                del task  # its arguments go when it has ended
+                outside = await self._attempt(task, first)
+                del task, first  # its arguments go when it has ended
                 if outside is not None:
                     break
         except asyncio.CancelledError as cancelled:
@@ -200,7 +222,7 @@ class Chain:
             self._waiting_for = None
             self.cancel("cancelled")
         finally:
-            if self.state is not State.DONE and self._run is None:
+            if self.state is not DONE and self._run is None:
                 self._finish()
             self._leave()
         if outside is not None:
@@ -208,24 +230,32 @@ class Chain:
             # would keep tasks alive.
             raise asyncio.CancelledError(*outside)
 
-    async def _attempt(self, task: _Task) -> tuple[Any, ...] | None:
+    async def _attempt(
+        self, task: _Task, first: "_FirstStep | None"
+    ) -> tuple[Any, ...] | None:
         """Run one attempt of ``task`` to its end, settle it, and wait for
-        its retry if it gets one. Returns the arguments of the outside's
-        cancellation, if the outside cancelled the chain meanwhile."""
+        its retry if it gets one; ``first``, its first step if `drive` took
+        it. Returns the arguments of the outside's cancellation, if the
+        outside cancelled the chain meanwhile."""
         runner = self._runner
         loop = asyncio.get_running_loop()
         run = self._run = Run(task, loop.time())
         timeout = runner.timeout_of(task)
         if timeout is not None:
             run.timer = loop.call_later(timeout, runner.expire, self, run)
-        if run.in_thread:
+        if first is not None:
+            steps, yielded, run.error, level = first
+            run.own = max(self._host.cancelling() - level, 0)  # type: ignore[union-attr]
+            if yielded is not _ENDED:
+                await _step_through(self, run, steps, yielded)
+        elif run.in_thread:
             if not await self._in_thread(run):
                 return None  # the chain left it to its thread, which settles it
             result, run.result = run.result, None
             if inspect.isawaitable(result) and run.error is None:
                 # A plain def that returned a coroutine: await it here.
                 run.in_thread = False
-                await _step_through(self, run, _iterator(result))
+                await _step_through(self, run, _iterator(result), _UNSTARTED)
         else:
             try:
                 result = run.context.run(task.func, *task.args, **task.kwargs)
@@ -234,14 +264,18 @@ class Chain:
                 run.error = error
             else:
                 del result
-                await _step_through(self, run, steps)
+                await _step_through(self, run, steps, _UNSTARTED)
+        if run.error is None and _cancel_pending(self._host):
+            # It asked to cancel itself and returned: asyncio would end its
+            # Task cancelled.
+            run.error = asyncio.CancelledError()
         outside = self._attribute(run)
         if outside is None and not run.abandoned and _cancel_pending(self._host):
             outside = await self._consume_own_request()
         if outside is not None:
             self._stop("cancelled")  # what has not started goes first
         self._settle(run)  # unless it was, when it was given up on
-        if outside is None and self.state is State.WAITING:
+        if outside is None and self.state is WAITING:
             await self._sleep()
         return outside
 
@@ -332,16 +366,16 @@ class Chain:
             return
         self._run = None
         wait = self._runner.settle(run)
-        if self.state is not State.RUNNING:
+        if self.state is not RUNNING:
             self._finish()
         elif wait is not None:
             self.tasks._put_back(run.task)
-            self.state = State.WAITING
+            self.state = WAITING
             self._retry = asyncio.get_running_loop().call_later(wait, self._retry_now)
 
     def _retry_now(self) -> None:
         self._retry = None
-        self.state = State.RUNNING
+        self.state = RUNNING
         self._wake_up()
 
     def ended(self) -> "asyncio.Future[None]":
@@ -349,21 +383,21 @@ class Chain:
         it to a worker thread that cannot be stopped."""
         if self._ended is None:
             self._ended = asyncio.get_running_loop().create_future()
-            if self.state is State.DONE:
+            if self.state is DONE:
                 self._ended.set_result(None)
         return self._ended
 
     def unwinding(self) -> bool:
         """Whether its cancelled ``async`` task is still unwinding."""
         run = self._run
-        return self.state is State.CANCELLING and run is not None and not run.in_thread
+        return self.state is CANCELLING and run is not None and not run.in_thread
 
     def _stop(self, reason: Reason) -> State:
         """Start no further task and drop the rest; return the state it was in."""
         was = self.state
-        if was in (State.CANCELLING, State.DONE):
+        if was in (CANCELLING, DONE):
             return was
-        self.state = State.CANCELLING
+        self.state = CANCELLING
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -373,12 +407,12 @@ class Chain:
     def cancel(self, reason: Reason) -> None:
         """Start no further task: drop the rest, cancel the running one."""
         was = self._stop(reason)
-        if was in (State.CANCELLING, State.DONE):
+        if was in (CANCELLING, DONE):
             return
         run = self._run
         if run is not None and run.timer is not None:
             run.timer.cancel()  # the first cause wins: no timeout from now on
-        if was is State.QUEUED:
+        if was is QUEUED:
             self._finish(held_slot=False)
         elif run is None:  # waiting to retry, or not begun: the driver ends it
             self._wake_up()
@@ -412,10 +446,12 @@ class Chain:
             self._settle(run)
 
     def _finish(self, held_slot: bool = True) -> None:
-        self.state = State.DONE
+        self.state = DONE
         self._runner.release(self, held_slot)
-        self._resolve_ended()
-        self._wake_up()
+        if self._ended is not None:
+            self._resolve_ended()
+        if self._wake is not None:
+            self._wake_up()
 
     def _resolve_ended(self) -> None:
         ended = self._ended
@@ -444,6 +480,13 @@ class Chain:
             wake.set_result(None)
 
 
+# What a task's first step gave `drive`: its steps, what it yielded (or
+# _ENDED), what it raised, and the host's cancel requests before it.
+_FirstStep = tuple[Any, Any, BaseException | None, int]
+_ENDED = object()
+_UNSTARTED = object()  # no step taken yet whose yield is to be handed up
+
+
 def _cancel_pending(task: "asyncio.Task[Any] | None") -> bool:
     """Whether a cancel request awaits delivery to ``task``: one made by the
     code of its current step (one made while it waits is delivered at once)."""
@@ -458,33 +501,37 @@ def _iterator(awaitable: Any) -> Any:
 
 
 @types.coroutine
-def _step_through(chain: Chain, run: Run, it: Any) -> Generator[Any, Any, None]:
-    """Drive ``awaitable`` to its end in ``run``'s context, step by step, in
-    the chain's host Task: what it yields goes to the Task, what the Task
-    sends or throws goes to it. Records what it raised, and counts the
-    cancel requests made on the host during its steps as its own."""
+def _step_through(
+    chain: Chain, run: Run, it: Any, yielded: Any
+) -> Generator[Any, Any, None]:
+    """Drive ``it`` to its end in ``run``'s context, step by step, in the
+    chain's host Task: what it yields goes to the Task, what the Task sends
+    or throws goes to it; ``yielded``, what its first step yielded, if that
+    was taken already. Records what it raised, and counts the cancel
+    requests made on the host during its steps as its own."""
     host = chain._host
     assert host is not None
     run_in = run.context.run
     value: Any = None
     thrown: BaseException | None = None
     while True:
-        level = host.cancelling()
-        try:
-            if thrown is None:
-                yielded = run_in(it.send, value)
-            else:
-                yielded = run_in(it.throw, thrown)
-                thrown = None
-        except StopIteration:
-            break
-        except BaseException as error:
-            run.error = error
-            break
-        finally:
-            made = host.cancelling() - level
-            if made > 0:
-                run.own += made
+        if yielded is _UNSTARTED:
+            level = host.cancelling()
+            try:
+                if thrown is None:
+                    yielded = run_in(it.send, value)
+                else:
+                    yielded = run_in(it.throw, thrown)
+                    thrown = None
+            except StopIteration:
+                break
+            except BaseException as error:
+                run.error = error
+                break
+            finally:
+                made = host.cancelling() - level
+                if made > 0:
+                    run.own += made
         try:
             value = yield yielded
         except GeneratorExit:
@@ -492,14 +539,11 @@ def _step_through(chain: Chain, run: Run, it: Any) -> Generator[Any, Any, None]:
             raise
         except BaseException as error:
             thrown, value = error, None
+        yielded = _UNSTARTED
         if run.abandoned:
             # Counted dropped when it was given up on: let it go on alone.
             asyncio.Task(_go_on(it, value, thrown), context=run.context)
             return
-    if run.error is None and _cancel_pending(host):
-        # It asked to cancel itself and returned: asyncio would end its
-        # Task cancelled.
-        run.error = asyncio.CancelledError()
 
 
 async def _go_on(it: Any, value: Any, thrown: BaseException | None) -> None:

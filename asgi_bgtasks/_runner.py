@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._chain import Chain, Reason, Run, State
+from ._chain import QUEUED, RUNNING, Chain, Reason, Run
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
 
@@ -98,12 +98,12 @@ class TaskRunner:
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up."""
         chain = self._admit(tasks, inline=False)
-        if chain.state is State.RUNNING:
+        if chain.state is RUNNING:
             chain.start_detached()
 
     def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: the caller awaits `Chain.drive`."""
-        return self._admit(tasks, inline=True)
+        return self._admit(tasks, True)
 
     def _admit(self, tasks: BackgroundTasks, inline: bool) -> Chain:
         chain = Chain(self, tasks, inline)
@@ -111,7 +111,7 @@ class TaskRunner:
         if self._active < self._limit:
             self._active += 1
         else:
-            chain.state = State.QUEUED
+            chain.state = QUEUED
             self._queue.append(chain)
         return chain
 

@@ -48,42 +48,55 @@ class Ledger:
     for exactly the tasks scheduled before it.
     """
 
-    __slots__ = ("_joins", "_settled", "lock", "retried", "running", "scheduled")
+    __slots__ = (
+        "dropped",
+        "failed",
+        "joins",
+        "lock",
+        "retried",
+        "running",
+        "scheduled",
+        "succeeded",
+        "timed_out",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.scheduled = 0
         self.running = 0
         self.retried = 0
-        self._settled: dict[Outcome, int] = dict.fromkeys(
-            ("succeeded", "failed", "timed_out", "dropped"), 0
-        )
-        self._joins: list[_Join] = []
+        self.succeeded = 0
+        self.failed = 0
+        self.timed_out = 0
+        self.dropped = 0
+        self.joins: list[_Join] = []
+
+    def _settled(self) -> int:
+        return self.succeeded + self.failed + self.timed_out + self.dropped
 
     @property
     def unfinished(self) -> int:
         """Tasks scheduled that have not ended yet: running or pending."""
         with self.lock:
-            return self.scheduled - sum(self._settled.values())
+            return self.scheduled - self._settled()
 
     @property
     def pending(self) -> int:
         """Tasks scheduled that have neither started nor ended."""
         with self.lock:
-            return self.scheduled - sum(self._settled.values()) - self.running
+            return self.scheduled - self._settled() - self.running
 
     def snapshot(self) -> Stats:
         """Read every counter at once."""
         with self.lock:
-            settled = self._settled
             return Stats(
                 scheduled=self.scheduled,
-                succeeded=settled["succeeded"],
-                failed=settled["failed"],
-                timed_out=settled["timed_out"],
-                dropped=settled["dropped"],
+                succeeded=self.succeeded,
+                failed=self.failed,
+                timed_out=self.timed_out,
+                dropped=self.dropped,
                 running=self.running,
-                pending=self.scheduled - self.running - sum(settled.values()),
+                pending=self.scheduled - self.running - self._settled(),
                 retried=self.retried,
             )
 
@@ -91,35 +104,36 @@ class Ledger:
         """Task number ``seq``, which was running, ended with ``outcome``."""
         with self.lock:
             self.running -= 1
-            self._settled[outcome] += 1
-        if self._joins:
-            self._ended(seq)
+            setattr(self, outcome, getattr(self, outcome) + 1)
+        if self.joins:
+            self.ended(seq)
 
     def drop(self, seqs: list[int]) -> None:
         """The pending tasks numbered ``seqs`` will never run."""
         with self.lock:
-            self._settled["dropped"] += len(seqs)
-        if self._joins:
+            self.dropped += len(seqs)
+        if self.joins:
             for seq in seqs:
-                self._ended(seq)
+                self.ended(seq)
 
     async def join(self) -> None:
         """Wait until every task scheduled before this call has ended."""
         with self.lock:
             up_to = self.scheduled
-            unfinished = up_to - sum(self._settled.values())
+            unfinished = up_to - self._settled()
         if not unfinished:
             return
         join = _Join(up_to, unfinished)
-        self._joins.append(join)
+        self.joins.append(join)
         try:
             await join.done
         finally:
-            self._joins.remove(join)
+            self.joins.remove(join)
 
-    def _ended(self, seq: int) -> None:
-        """Runs on the event loop, as every task's end does."""
-        for join in self._joins:
+    def ended(self, seq: int) -> None:
+        """Task number ``seq`` has ended; runs on the event loop, as every
+        task's end does."""
+        for join in self.joins:
             if seq < join.up_to:
                 join.remaining -= 1
                 if not join.remaining and not join.done.done():

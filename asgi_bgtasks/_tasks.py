@@ -173,7 +173,9 @@ class BackgroundTasks:
         thread). Raises `TypeError` for a non-callable or a coroutine object and
         `RuntimeError` once this request's tasks have finished.
         """
-        task = _Task(func, args, kwargs)
+        self._append(_Task(func, args, kwargs))
+
+    def _append(self, task: _Task) -> None:
         ledger = self._ledger
         with ledger.lock:
             if not self._open:
@@ -195,6 +197,25 @@ class BackgroundTasks:
             self._next += 1
             ledger.running += 1
         return task
+
+    def _succeeded_and_take(self, task: _Task) -> _Task | None:
+        """``task`` succeeded: count it; then `_take`, under the same lock."""
+        ledger = self._ledger
+        with ledger.lock:
+            ledger.running -= 1
+            ledger.succeeded += 1
+            items = self._items
+            if self._next == len(items):
+                self._open = False
+                following = None
+            else:
+                following = items[self._next]
+                items[self._next] = None
+                self._next += 1
+                ledger.running += 1
+        if ledger.joins:
+            ledger.ended(task.seq)
+        return following
 
     def _put_back(self, task: _Task) -> None:
         """``task``, just taken, waits to be retried: it is next again, and
@@ -248,7 +269,7 @@ def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> No
     tasks = _current.get()
     if tasks is None:
         raise RuntimeError(_WSGI if _serving_wsgi() else _NO_REQUEST)
-    tasks.add_task(func, *args, **kwargs)
+    tasks._append(_Task(func, args, kwargs))
 
 
 def _serving_wsgi() -> bool:
