@@ -3,7 +3,7 @@
 Run, from the repository root, each in a terminal of its own (Debian:
 ``apt-get install redis-server``)::
 
-    redis-server --port 6379 --save ''
+    redis-server --bind 127.0.0.1 --port 6379 --save ''
     python -m aiosmtpd -n -l 127.0.0.1:8025
     celery -A examples.celery_handoff:celery worker --pool solo --loglevel INFO
     hypercorn examples.celery_handoff:app
