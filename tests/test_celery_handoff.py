@@ -38,7 +38,7 @@ class Redis:
 
     process: "subprocess.Popen[bytes]"
     port: int
-    broker: redis.Redis
+    client: redis.Redis
 
     def env(self) -> dict[str, str]:
         url = f"redis://127.0.0.1:{self.port}"
@@ -46,7 +46,7 @@ class Redis:
 
     def queued(self) -> int:
         """Jobs waiting in the broker's default queue."""
-        return int(self.broker.llen("celery"))
+        return int(self.client.llen("celery"))
 
 
 def answers(client: redis.Redis) -> bool:
@@ -74,7 +74,7 @@ def running_redis(port: int, folder: Path) -> Iterator[Redis]:
     command += ["--dir", str(folder), "--save", "", "--appendonly", "no"]
     with (folder / "redis.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
+    client = redis.Redis(host="127.0.0.1", port=port)
     try:
         until(lambda: answers(client) or process.poll() is not None, bool)
         assert process.poll() is None, (folder / "redis.log").read_text()
@@ -224,7 +224,7 @@ def test_a_broker_that_is_down_fails_the_background_task_not_the_response(
         with running_redis(port, tmp_path) as broker:  # the broker is back
             again = httpx.post(f"{server.url}/signup", params={"email": address})
             until(broker.queued, lambda queued: queued == 1)
-            [message] = broker.broker.lrange("celery", 0, -1)
+            [message] = broker.client.lrange("celery", 0, -1)
         output = server.output()
 
     assert response.status_code == 201
