@@ -25,8 +25,9 @@ from asgi_bgtasks.django import AfterResponseBackend, TaskDropped
 from asgi_bgtasks.testing import run_tasks_on_exit
 
 try:
-    from django.tasks import TaskResultStatus, task_finished, task_started
+    from django.tasks import TaskResultStatus
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+    from django.tasks.signals import task_finished, task_started
 except ImportError:  # Django 5.2: the django-tasks backport
     from django_tasks import TaskResultStatus
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
@@ -467,25 +468,48 @@ async def test_in_a_request_a_sync_task_closes_its_database_connection(
     assert wrapper.connection is None
 
 
-def test_djangos_test_client_runs_the_task_at_once(jobs: ModuleType) -> None:
+def test_djangos_test_client_runs_the_task_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from examples.django_app.members import tasks
+
+    sent: list[str] = []
+    monkeypatch.setattr(tasks, "send_welcome_email", sent.append)
+    client = Client(HTTP_HOST="localhost")
+
+    response = client.post("/sign-up?email=ann@example.com")
+
+    result = tasks.welcome.get_result(response.json()["task"])
+    assert sent == ["ann@example.com"]  # no middleware: it ran during the request
+    assert result.status == TaskResultStatus.SUCCESSFUL
+
+
+def test_run_tasks_on_exit_holds_the_tasks_until_the_block_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from examples.django_app.members import tasks
+
+    sent: list[str] = []
+    monkeypatch.setattr(tasks, "send_welcome_email", sent.append)
+    client = Client(HTTP_HOST="localhost")
+
+    with run_tasks_on_exit():
+        response = client.post("/sign-up?email=ann@example.com")
+        assert sent == []  # enqueued, not run yet
+
+    result = tasks.welcome.get_result(response.json()["task"])
+    assert sent == ["ann@example.com"]
+    assert result.status == TaskResultStatus.SUCCESSFUL
+
+
+def test_on_commit_outside_a_request_runs_the_task_when_the_view_commits(
+    jobs: ModuleType,
+) -> None:
     with override_settings(ROOT_URLCONF="tests.apps.django_jobs"):
         response = Client(HTTP_HOST="localhost").get("/on-commit")
 
     assert response.status_code == 201
     assert jobs.ran == ["committed", "view returns"]
-
-
-def test_run_tasks_on_exit_holds_the_tasks_of_djangos_test_client(
-    jobs: ModuleType,
-) -> None:
-    with (
-        override_settings(ROOT_URLCONF="tests.apps.django_jobs"),
-        run_tasks_on_exit(),
-    ):
-        Client(HTTP_HOST="localhost").get("/on-commit")
-        assert jobs.ran == ["view returns"]
-
-    assert jobs.ran == ["view returns", "committed"]
 
 
 def test_signals_are_sent_as_by_djangos_own_backends(jobs: ModuleType) -> None:
