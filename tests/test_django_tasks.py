@@ -6,6 +6,8 @@ hypercorn and with django-tasks-db's worker: ``test_example_django.py``."""
 import asyncio
 import contextvars
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import ModuleType
@@ -65,6 +67,12 @@ def django_app(jobs: ModuleType) -> Iterator[BackgroundTasksMiddleware]:
         yield BackgroundTasksMiddleware(ASGIHandler())
 
 
+@pytest.fixture
+def atomic_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view runs in a transaction, as with ATOMIC_REQUESTS in settings."""
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+
+
 async def get(app: Any, events: list[Any], path: str) -> httpx.Response:
     """GET ``path`` from ``app`` over ASGI, logging each message it sends."""
 
@@ -92,6 +100,18 @@ def enqueuing(
         await send(BODY)
 
     return app
+
+
+async def ran_after_a_request(
+    events: list[Any], task: Any, *args: Any
+) -> tuple[Any, BackgroundTasksMiddleware]:
+    """Enqueue ``task(*args)`` in a request; once the request's tasks have run,
+    its result as the backend holds it, and the middleware."""
+    results: list[Any] = []
+    app = BackgroundTasksMiddleware(enqueuing(results, (task, *args)))
+    await call(app, events)
+    await app.join()
+    return now(results[0]), app
 
 
 def now(result: Any) -> Any:
@@ -151,13 +171,10 @@ async def test_the_result_moves_from_ready_to_running_to_successful(
 async def test_an_async_task_runs_after_the_response(
     jobs: ModuleType, events: list[Any]
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.remember_async, "a")))
-
-    await call(app, events)
+    result, _ = await ran_after_a_request(events, jobs.remember_async, "a")
 
     assert events == ["http.response.start", "http.response.body", "a"]
-    assert now(results[0]).return_value == ["a", "async"]
+    assert result.return_value == ["a", "async"]
 
 
 async def test_sync_view_tasks_run_in_order_with_add_task_after_the_response(
@@ -190,13 +207,10 @@ async def test_aenqueue_in_an_async_view_runs_after_the_response(
     assert result.status == SUCCESSFUL
 
 
+@pytest.mark.usefixtures("atomic_requests")
 async def test_on_commit_in_an_atomic_request_enqueues_after_the_commit(
-    django_app: BackgroundTasksMiddleware,
-    events: list[Any],
-    monkeypatch: pytest.MonkeyPatch,
+    django_app: BackgroundTasksMiddleware, events: list[Any]
 ) -> None:
-    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
-
     response = await get(django_app, events, "/on-commit")
     await django_app.join()
 
@@ -209,13 +223,10 @@ async def test_on_commit_in_an_atomic_request_enqueues_after_the_commit(
     ]
 
 
+@pytest.mark.usefixtures("atomic_requests")
 async def test_a_rolled_back_atomic_request_enqueues_nothing(
-    django_app: BackgroundTasksMiddleware,
-    events: list[Any],
-    monkeypatch: pytest.MonkeyPatch,
+    django_app: BackgroundTasksMiddleware, events: list[Any]
 ) -> None:
-    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
-
     response = await get(django_app, events, "/roll-back")
     await django_app.join()
 
@@ -261,37 +272,27 @@ async def test_a_failing_task_is_failed_logged_by_name_and_the_next_one_runs(
 async def test_a_task_that_cancels_itself_has_failed_with_its_cancellation(
     jobs: ModuleType, events: list[Any]
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.cancels_itself, "x")))
+    result, app = await ran_after_a_request(events, jobs.cancels_itself, "x")
 
-    await call(app, events)
-
-    assert error_classes(now(results[0])) == [asyncio.CancelledError]
+    assert error_classes(result) == [asyncio.CancelledError]
     assert app.stats.failed == 1
 
 
 async def test_a_return_value_that_is_not_json_fails_the_task(
     jobs: ModuleType, events: list[Any]
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.returns_a_set, "x")))
-
-    await call(app, events)
+    result, app = await ran_after_a_request(events, jobs.returns_a_set, "x")
 
     assert events[-1] == "x"  # it ran
-    assert error_classes(now(results[0])) == [TypeError]
+    assert error_classes(result) == [TypeError]
     assert app.stats.failed == 1
 
 
 async def test_task_options_timeout_applies_and_the_result_says_timed_out(
     jobs: ModuleType, events: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.too_slow, "x")))
+    result, app = await ran_after_a_request(events, jobs.too_slow, "x")
 
-    await call(app, events)
-
-    result = now(results[0])
     assert result.status == FAILED
     assert error_classes(result) == [TimeoutError]
     assert "ran past its timeout" in result.errors[0].traceback
@@ -305,13 +306,8 @@ async def test_task_options_timeout_applies_and_the_result_says_timed_out(
 async def test_task_options_retries_apply_and_each_attempt_is_recorded(
     jobs: ModuleType, events: list[Any]
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.flaky, "mail")))
+    result, app = await ran_after_a_request(events, jobs.flaky, "mail")
 
-    await call(app, events)
-    await app.join()
-
-    result = now(results[0])
     assert events[2:] == ["mail attempt 1", "mail attempt 2"]
     assert result.status == SUCCESSFUL
     assert result.attempts == 2
@@ -322,12 +318,9 @@ async def test_task_options_retries_apply_and_each_attempt_is_recorded(
 async def test_a_task_taking_context_sees_its_attempt(
     jobs: ModuleType, events: list[Any]
 ) -> None:
-    results: list[Any] = []
-    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.knows_its_attempt, "x")))
+    result, _ = await ran_after_a_request(events, jobs.knows_its_attempt, "x")
 
-    await call(app, events)
-
-    assert now(results[0]).return_value == 1
+    assert result.return_value == 1
 
 
 async def test_a_5xx_response_drops_the_task_and_fails_its_result(
@@ -599,6 +592,28 @@ def test_the_default_store_keeps_ten_thousand_results() -> None:
     backend = AfterResponseBackend("default", {})
 
     assert backend._results.limit == 10_000
+
+
+def test_db_task_does_not_need_djangos_tasks_framework() -> None:
+    blocked = """
+import sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("django.tasks", "django_tasks"):
+            raise ImportError(f"{name} is blocked by the test")
+
+sys.meta_path.insert(0, Blocked())
+import asgi_bgtasks.django
+print(asgi_bgtasks.django.db_task.__name__)
+asgi_bgtasks.django.AfterResponseBackend
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.stdout == "db_task\n"
+    assert "ImportError: django_tasks is blocked by the test" in result.stderr
 
 
 def test_the_django_module_has_no_other_lazy_names() -> None:
