@@ -8,6 +8,7 @@ import contextvars
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import ModuleType
@@ -56,6 +57,7 @@ def jobs(events: list[Any], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(django_jobs, "arrived", asyncio.Event())
     monkeypatch.setattr(django_jobs, "gate", asyncio.Event())
     monkeypatch.setattr(django_jobs, "unwound", asyncio.Event())
+    monkeypatch.setattr(django_jobs, "released", threading.Event())
     monkeypatch.setattr(django_jobs, "attempts", {})
     return django_jobs
 
@@ -301,6 +303,38 @@ async def test_task_options_timeout_applies_and_the_result_says_timed_out(
         "background task tests.apps.django_jobs.too_slow timed out after 0.01 s "
         "and was cancelled"
     ) in caplog.messages
+
+
+class Expired(logging.Handler):
+    """Sets ``event`` once the middleware logs that a task timed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "timed out" in record.getMessage():
+            self.event.set()  # logged on the event loop, by its timer
+
+
+async def test_a_plain_def_task_past_its_timeout_records_how_it_ended(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    results: list[Any] = []
+    app = BackgroundTasksMiddleware(enqueuing(results, (jobs.slow_in_thread, "x")))
+    expired = Expired()
+    logging.getLogger("asgi_bgtasks").addHandler(expired)
+    try:
+        request = asyncio.create_task(call(app, events))
+        await asyncio.wait_for(expired.event.wait(), HANG)
+    finally:
+        logging.getLogger("asgi_bgtasks").removeHandler(expired)
+
+    jobs.released.set()  # its thread could not be stopped: it goes on
+    await request
+
+    assert app.stats.timed_out == 1
+    assert now(results[0]).status == SUCCESSFUL
 
 
 async def test_task_options_retries_apply_and_each_attempt_is_recorded(

@@ -6,6 +6,7 @@ its own event list, and wait at ``gate`` where a test needs them held.
 """
 
 import asyncio
+import threading
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ ran: list[Any] = []
 arrived = asyncio.Event()  # `held` has started; a test sets fresh events
 gate = asyncio.Event()  # lets `held` finish
 unwound = asyncio.Event()  # lets `stubborn` finish its unwinding
+released = threading.Event()  # lets `slow_in_thread` return
 attempts: dict[str, int] = {}
 
 
@@ -76,6 +78,14 @@ async def stubborn(text: str) -> str:
 async def too_slow(text: str) -> None:
     ran.append(text)
     await asyncio.Event().wait()
+
+
+@task
+@task_options(timeout=0.01)
+def slow_in_thread(text: str) -> str:
+    released.wait(30)
+    ran.append(text)
+    return text
 
 
 @task
