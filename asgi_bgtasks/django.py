@@ -9,15 +9,24 @@ Django closes stale database connections around every request: its
 ORM calls, so nothing does that for it: a broken connection would make it
 fail, and one it opens would stay open in a thread that never serves a
 request. :func:`db_task` gives a task the same treatment as a request.
+
+``AfterResponseBackend``, a backend for Django's tasks framework, is imported
+from here too, on first use (from ``asgi_bgtasks.django_tasks``): only it needs
+the framework (Django 6, or the ``django-tasks`` backport on Django 5.2).
 """
 
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+
+if TYPE_CHECKING:
+    from .django_tasks import AfterResponseBackend, TaskDropped
+
+__all__ = ["AfterResponseBackend", "TaskDropped", "db_task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,3 +63,12 @@ def db_task(func: Callable[P, R]) -> Callable[P, R]:
             close_old_connections()
 
     return run
+
+
+def __getattr__(name: str) -> Any:
+    """``AfterResponseBackend`` and ``TaskDropped``, imported on first use."""
+    if name in ("AfterResponseBackend", "TaskDropped"):
+        from . import django_tasks
+
+        return getattr(django_tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,14 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "examples.django_app.urls"
 INSTALLED_APPS = ["examples.django_app.members"]
+# Django's tasks framework (members/tasks.py): the tasks run after the response,
+# in this process, with no worker to run.
+TASKS = {"default": {"BACKEND": "asgi_bgtasks.django.AfterResponseBackend"}}
+if os.environ.get("EXAMPLES_DURABLE_TASKS"):  # the same views, a durable worker:
+    # django-tasks-db keeps the tasks in the database; its worker runs them:
+    # `django-admin db_worker` (tests/test_example_django.py starts one).
+    INSTALLED_APPS += ["django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 MIDDLEWARE: list[str] = []  # a JSON API without sessions, so no CSRF either
 DATABASES = {
     "default": {

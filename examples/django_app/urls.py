@@ -8,4 +8,6 @@ urlpatterns = [
     path("notify", views.notify),
     path("broken", views.broken),
     path("report", views.report),
+    path("sign-up", views.sign_up),
+    path("tasks/<str:result_id>", views.task_result),
 ]

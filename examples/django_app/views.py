@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from asgi_bgtasks import add_task
 from asgi_bgtasks.django import db_task
 from examples.django_app.members.models import Member
+from examples.django_app.members.tasks import welcome
 from examples.tasks import (
     log_report_download,
     record,
@@ -56,3 +57,25 @@ def broken(request: HttpRequest) -> JsonResponse:
 async def report(request: HttpRequest) -> StreamingHttpResponse:
     add_task(log_report_download, "csv")
     return StreamingHttpResponse(report_chunks(), content_type="text/csv")
+
+
+def sign_up(request: HttpRequest) -> JsonResponse:
+    """Django's tasks framework: the welcome e-mail goes out after the response."""
+    member = Member.objects.create(email=request.GET["email"])
+    result = welcome.enqueue(member.email)
+    return JsonResponse({"member": member.pk, "task": result.id}, status=202)
+
+
+def task_result(request: HttpRequest, result_id: str) -> JsonResponse:
+    """Where a task enqueued by ``sign_up`` is, from the backend's results."""
+    result = welcome.get_result(result_id)
+    return JsonResponse(
+        {
+            "status": result.status,
+            "errors": [error.exception_class_path for error in result.errors],
+            "worker_ids": result.worker_ids,
+            "return_value": result.return_value
+            if result.status == "SUCCESSFUL"
+            else None,
+        }
+    )

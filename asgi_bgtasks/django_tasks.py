@@ -1,0 +1,344 @@
+"""Django's tasks framework, run after the response: `AfterResponseBackend`.
+
+Import it as ``asgi_bgtasks.django.AfterResponseBackend``. This module imports
+Django's tasks framework: ``django.tasks`` on Django 6, the ``django-tasks``
+backport (module ``django_tasks``) on Django 5.2.
+
+Each ``enqueue`` during a request handled by `BackgroundTasksMiddleware`
+schedules a `_Job` with `add_task`: a partial of the task's function (so logs
+name that function and its `task_options` apply) that moves its `TaskResult`
+READY → RUNNING → SUCCESSFUL / FAILED, and learns of its own drop through the
+middleware's drop hook. Outside such a request the job runs at once, as with
+Django's ``ImmediateBackend``.
+"""
+
+import asyncio
+import contextlib
+import copy
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from traceback import format_exception
+from typing import Any, Self
+
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+from . import DroppedTask, add_task
+from .django import db_task
+
+# Django is untyped here: mypy sees the first branch's names as Any.
+try:
+    from django.tasks import TaskContext, TaskResult, TaskResultStatus
+    from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import Task, TaskError
+    from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
+except ImportError:  # Django 5.2, with the django-tasks backport
+    from django_tasks import TaskContext, TaskResult, TaskResultStatus
+    from django_tasks.backends.base import BaseTaskBackend
+    from django_tasks.base import Task, TaskError
+    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
+
+MAX_RESULTS = 10_000  # results a backend keeps by default (OPTIONS "max_results")
+
+# Tasks run in this process: one worker id for all of them.
+WORKER_ID = get_random_string(32)
+
+DROPPED = "BackgroundTasksMiddleware dropped the task (%s): %s"
+DROPPED_BECAUSE = {
+    "error_response": "its request's response had a 5xx status",
+    "app_failed": "its request failed before its response was delivered",
+    "shutdown": "the server shut down before the task could finish",
+    "cancelled": "its request's ASGI call was cancelled",
+}
+
+
+# What a timed-out async task's result records; the middleware logs the rest.
+TIMED_OUT_ERROR = TimeoutError("the task ran past its timeout and was cancelled")
+
+
+class TaskDropped(Exception):
+    """The error a dropped task's result records: the middleware will not run
+    it (a 5xx response, a failed request, shutdown); the message says why."""
+
+
+class _Results:
+    """The results of one backend alias in this process, at most ``limit``.
+
+    When a new result would exceed the limit, the result that finished
+    longest ago is forgotten, or, if none has finished, the oldest. Results
+    change in worker threads and are read in others: every change and every
+    copy given out happens under ``lock``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self._results: dict[str, TaskResult] = {}  # in the order enqueued
+        self._finished: dict[str, None] = {}  # ids, in the order they finished
+
+    def add(self, result: TaskResult) -> None:
+        with self.lock:
+            while len(self._results) >= self.limit:
+                oldest = next(iter(self._finished or self._results))
+                self._finished.pop(oldest, None)
+                del self._results[oldest]
+            self._results[result.id] = result
+
+    def mark(self, result: TaskResult, *, finished: bool) -> None:
+        """``result`` has finished, or runs (again); called under ``lock``."""
+        self._finished.pop(result.id, None)
+        if finished and result.id in self._results:
+            self._finished[result.id] = None
+
+    def get(self, result_id: str) -> TaskResult:
+        with self.lock:
+            try:
+                return _copy(self._results[result_id])
+            except KeyError:
+                raise TaskResultDoesNotExist(result_id) from None
+
+
+_stores: dict[str, _Results] = {}
+_stores_lock = threading.Lock()
+
+
+def _results_for(alias: str, limit: int) -> _Results:
+    """The store of ``alias``, shared by all its backend instances: Django
+    creates one instance per thread or async context, results must outlive
+    it."""
+    with _stores_lock:
+        store = _stores.get(alias)
+        if store is None:
+            store = _stores[alias] = _Results(limit)
+        store.limit = limit
+        return store
+
+
+def _copy(result: TaskResult) -> TaskResult:
+    """A snapshot of ``result``, as a durable backend would read it back."""
+    snapshot = copy.copy(result)
+    object.__setattr__(snapshot, "errors", list(result.errors))
+    object.__setattr__(snapshot, "worker_ids", list(result.worker_ids))
+    return snapshot
+
+
+class _Job(functools.partial[Any]):
+    """One enqueued task: calling it runs the task's function and records
+    the outcome in its result.
+
+    A partial of the task's function, so that the middleware names that
+    function in its logs and applies its `task_options`. ``after_response``:
+    scheduled with `add_task`, not run at once; it then gets `db_task`'s
+    connection handling, and a cancellation from outside is its timeout.
+    """
+
+    result: TaskResult
+    results: _Results
+    after_response: bool
+    _dropped: bool  # its drop is recorded: nothing it does later counts
+    _cancelled: bool  # its last error is a cancellation from outside
+
+    def __new__(cls, result: TaskResult, results: _Results) -> Self:
+        job = super().__new__(cls, result.task.func)
+        job.result = result
+        job.results = results
+        job.after_response = True
+        job._dropped = job._cancelled = False
+        return job
+
+    def _function(self) -> Callable[..., Any]:
+        return db_task(self.func) if self.after_response else self.func
+
+    def _arguments(self, args: Sequence[Any]) -> Sequence[Any]:
+        if self.result.task.takes_context:
+            return (TaskContext(task_result=self.result), *args)
+        return args
+
+    def snapshot(self) -> TaskResult:
+        with self.results.lock:
+            return _copy(self.result)
+
+    def _record(
+        self,
+        status: TaskResultStatus,
+        error: BaseException | None = None,
+        *,
+        value: Any = None,
+        cancelled: bool = False,
+        drop: bool = False,
+    ) -> None:
+        """Move the result to ``status`` (recording ``error`` or the return
+        ``value``), then send Django's signal. Once a drop is recorded,
+        nothing else is: not what a task does while it unwinds after it."""
+        now = timezone.now()
+        result = self.result
+        with self.results.lock:
+            if self._dropped:
+                return
+            if drop:
+                self._dropped = True
+                if self._cancelled:  # recorded as its timeout: it was this drop
+                    result.errors.pop()
+            self._cancelled = cancelled
+            running = status == TaskResultStatus.RUNNING
+            if running:
+                started = result.started_at or now
+                _set(result, started_at=started, last_attempted_at=now)
+                result.worker_ids.append(WORKER_ID)
+            _set(result, finished_at=None if running else now, _return_value=value)
+            self.results.mark(result, finished=not running)
+            if error is not None:
+                result.errors.append(_error(error))
+            _set(result, status=status)
+            snapshot = _copy(result)
+        signal = task_started if running else task_finished
+        signal.send(AfterResponseBackend, task_result=snapshot)
+
+    def _asgi_bgtasks_dropped(self, dropped: DroppedTask) -> None:
+        """The middleware will not run or finish this task: it failed."""
+        why = DROPPED_BECAUSE.get(dropped.reason, dropped.reason)
+        error = TaskDropped(DROPPED % (dropped.reason, why))
+        self._record(TaskResultStatus.FAILED, error, drop=True)
+
+
+class _SyncJob(_Job):
+    def __call__(self, /, *args: Any, **kwargs: Any) -> None:
+        self._record(TaskResultStatus.RUNNING)
+        try:
+            value = normalize_json(self._function()(*self._arguments(args), **kwargs))
+        except BaseException as error:
+            self._record(TaskResultStatus.FAILED, error)
+            raise
+        self._record(TaskResultStatus.SUCCESSFUL, value=value)
+
+
+class _AsyncJob(_Job):
+    async def __call__(self, /, *args: Any, **kwargs: Any) -> None:
+        self._record(TaskResultStatus.RUNNING)
+        try:
+            value = normalize_json(
+                await self._function()(*self._arguments(args), **kwargs)
+            )
+        except asyncio.CancelledError as error:
+            current = asyncio.current_task()
+            if self.after_response and current is not None and current.cancelling():
+                # From outside: its timeout, or a drop that the hook records.
+                self._record(TaskResultStatus.FAILED, TIMED_OUT_ERROR, cancelled=True)
+            else:
+                self._record(TaskResultStatus.FAILED, error)
+            raise
+        except BaseException as error:
+            self._record(TaskResultStatus.FAILED, error)
+            raise
+        self._record(TaskResultStatus.SUCCESSFUL, value=value)
+
+
+def _set(result: TaskResult, **changes: Any) -> None:
+    """Change fields of a (frozen) result."""
+    for name, value in changes.items():
+        object.__setattr__(result, name, value)
+
+
+def _error(error: BaseException) -> TaskError:
+    kind = type(error)
+    return TaskError(
+        exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+        traceback="".join(format_exception(error)),
+    )
+
+
+class AfterResponseBackend(BaseTaskBackend):  # type: ignore[misc]
+    """Run Django tasks after the response, in this process, with no worker.
+
+    ``TASKS = {"default": {"BACKEND":
+    "asgi_bgtasks.django.AfterResponseBackend"}}``. During a request handled
+    by `BackgroundTasksMiddleware`, ``enqueue`` schedules the task with
+    `add_task`: it runs after the response, by every rule of the middleware.
+    Anywhere else (a management command, the shell, Django's test client) it
+    runs the task at once, as Django's ``ImmediateBackend`` does. Results are
+    kept in this process, the last ``OPTIONS["max_results"]`` (10,000).
+    """
+
+    supports_defer = False  # a task runs after its response, not at a set time
+    supports_async_task = True
+    supports_get_result = False  # results live in this process only
+    supports_priority = False  # a request's tasks run in the order enqueued
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        limit = self.options.get("max_results", MAX_RESULTS)
+        if type(limit) is not int or limit < 1:
+            raise ValueError(
+                f"TASKS[{alias!r}]['OPTIONS']['max_results'] must be an int >= 1, "
+                f"got {limit!r}"
+            )
+        self._results = _results_for(alias, limit)
+
+    def _job(self, task: Task, args: Any, kwargs: Any) -> _Job:
+        self.validate_task(task)
+        result = TaskResult(  # checks that the arguments are JSON
+            task=task,
+            id=get_random_string(32),
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        self._results.add(result)
+        job_class = _AsyncJob if iscoroutinefunction(task.func) else _SyncJob
+        job = job_class(result, self._results)
+        task_enqueued.send(type(self), task_result=job.snapshot())
+        return job
+
+    def _schedule(self, job: _Job) -> bool:
+        """Schedule ``job`` after the current response; False if there is
+        none that the middleware handles."""
+        try:
+            add_task(job, *job.result.args, **job.result.kwargs)
+        except RuntimeError:
+            job.after_response = False
+            return False
+        return True
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        job = self._job(task, args, kwargs)
+        enqueued = job.snapshot()
+        if self._schedule(job):
+            return enqueued
+        run = async_to_sync(job) if isinstance(job, _AsyncJob) else job
+        with contextlib.suppress(Exception):  # in the result, as ImmediateBackend
+            run(*job.result.args, **job.result.kwargs)
+        return job.snapshot()
+
+    async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        job = self._job(task, args, kwargs)
+        enqueued = job.snapshot()
+        if self._schedule(job):
+            return enqueued
+        run = job if isinstance(job, _AsyncJob) else sync_to_async(job)
+        with contextlib.suppress(Exception):  # in the result, as ImmediateBackend
+            await run(*job.result.args, **job.result.kwargs)
+        return job.snapshot()
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The result of a task enqueued in this process, as it is now.
+
+        Raises ``TaskResultDoesNotExist`` for an id it does not hold: from
+        another process, or forgotten (more than ``max_results`` since).
+        """
+        return self._results.get(result_id)
+
+    async def aget_result(self, result_id: str) -> TaskResult:
+        return self.get_result(result_id)
