@@ -26,6 +26,7 @@ from collections.abc import Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._observe import Ended, Observer, start
 from ._options import DEFAULTS
 from ._stats import Outcome
 from ._tasks import BackgroundTasks, _Task
@@ -64,6 +65,7 @@ class Run:
         "error",
         "in_thread",
         "job",
+        "observed",
         "own",
         "result",
         "returned",
@@ -85,6 +87,7 @@ class Run:
         self.returned = False  # its job has ended (a plain def task)
         self.timer: asyncio.TimerHandle | None = None
         self.job: Future[Any] | None = None
+        self.observed: list[Ended] = []  # what observers want told at its end
         self.in_thread = task.in_thread
         # The context copied at add_task; a copy of it for a task that may
         # be retried, so that each attempt starts from it unchanged.
@@ -130,6 +133,8 @@ class Chain:
     _wake: "asyncio.Future[None] | None" = None
     _retry: asyncio.TimerHandle | None = None
     _ended: "asyncio.Future[None] | None" = None
+    _watching: "tuple[Observer, ...] | list[Observer]" = ()  # active observers
+    released = 0.0  # when its request handed it over (loop time), if observed
 
     def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):
         self._runner = runner
@@ -173,7 +178,11 @@ class Chain:
         self._base = host.cancelling()
         outside: tuple[Any, ...] | None = None
         tasks = self.tasks
-        quick = self._runner.timeout is None
+        runner = self._runner
+        observers = runner.observers
+        if observers:
+            self._watching = [observer for observer in observers if observer.active()]
+        quick = runner.timeout is None and not self._watching
         try:
             if self.state is QUEUED:
                 await self._sleep()
@@ -240,6 +249,8 @@ class Chain:
         runner = self._runner
         loop = asyncio.get_running_loop()
         run = self._run = Run(task, loop.time())
+        if self._watching:
+            self._observe(run)
         timeout = runner.timeout_of(task)
         if timeout is not None:
             run.timer = loop.call_later(timeout, runner.expire, self, run)
@@ -278,6 +289,14 @@ class Chain:
         if outside is None and self.state is WAITING:
             await self._sleep()
         return outside
+
+    def _observe(self, run: Run) -> None:
+        """Tell the observers that ``run`` starts."""
+        task = run.task
+        waited = run.started - self.released if task.attempt == 1 else None
+        run.observed = start(
+            self._watching, task.name, task.attempt, run.context, waited
+        )
 
     def _attribute(self, run: Run) -> tuple[Any, ...] | None:
         """Withdraw the cancel requests made on the host while ``run`` ran,

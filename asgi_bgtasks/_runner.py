@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ._chain import QUEUED, RUNNING, Chain, Reason, Run
+from ._observe import Observer, end, observers_found
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
 
@@ -76,6 +77,7 @@ class TaskRunner:
         self._chains: dict[Chain, None] = {}  # handed over, not done; in order
         self.accepting = True  # False from shutdown on: no detached work
         self.expired = False  # past the shutdown deadline: nothing starts
+        self.observers: list[Observer] = observers_found()
 
     def threads(self) -> ThreadPoolExecutor:
         """The pool for plain ``def`` tasks, created on first use."""
@@ -107,6 +109,8 @@ class TaskRunner:
 
     def _admit(self, tasks: BackgroundTasks, inline: bool) -> Chain:
         chain = Chain(self, tasks, inline)
+        if self.observers:
+            chain.released = asyncio.get_running_loop().time()
         self._chains[chain] = None
         if self._active < self._limit:
             self._active += 1
@@ -230,6 +234,8 @@ class TaskRunner:
         if run.timer is not None:
             run.timer.cancel()
         outcome = run.outcome()
+        if run.observed:
+            self._tell_observers(run, outcome)
         wait = self._retry_wait(run, outcome)
         if wait is not None:
             task, error = run.task, type(run.error).__name__
@@ -250,6 +256,15 @@ class TaskRunner:
             run.error = None
         run.job = None
         return wait
+
+    def _tell_observers(self, run: Run, outcome: Outcome) -> None:
+        """The observers of ``run`` learn how it ended."""
+        error = TimeoutError() if outcome == "timed_out" else run.error
+        if outcome == "dropped":
+            error = None  # cancelled by us: not the task's failure
+        duration = asyncio.get_running_loop().time() - run.started
+        ends, run.observed = run.observed, []
+        end(ends, run.task.name, outcome, error, duration)
 
     def _retry_wait(self, run: Run, outcome: Outcome) -> float | None:
         """A task that failed on its own may be retried, unless it is being

@@ -1,0 +1,56 @@
+"""OpenTelemetry tracing of background tasks (the ``otel`` extra).
+
+Nothing to set up: when ``opentelemetry-api`` is importable, every attempt of
+a task runs in a span named after the task, a child of the span current at
+``add_task`` (so it shows in the request's trace), and current inside the
+task (so its own HTTP or database calls nest under it). Until a tracer
+provider is configured, nothing is traced.
+"""
+
+import contextvars
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from . import __version__
+from ._observe import Ended
+from ._stats import Outcome
+
+_tracer = trace.get_tracer("asgi_bgtasks", __version__)
+
+
+class Tracing:
+    """The observer that traces each attempt in a span."""
+
+    def __repr__(self) -> str:
+        return "<asgi_bgtasks.otel.Tracing>"
+
+    def active(self) -> bool:
+        """Only once a tracer provider has been configured."""
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+    def started(
+        self,
+        name: str,
+        attempt: int,
+        context: contextvars.Context,
+        waited: float | None,
+    ) -> Ended:
+        attributes: dict[str, str | int] = {"code.function.name": name}
+        if attempt > 1:
+            attributes["asgi_bgtasks.attempt"] = attempt
+        # In the task's context: the parent is the span current at add_task,
+        # and the new span is current for the task's own code.
+        span = context.run(_tracer.start_span, name, attributes=attributes)
+        context.run(otel_context.attach, trace.set_span_in_context(span))
+        return lambda outcome, error, duration: _end(span, outcome, error)
+
+
+def _end(span: Span, outcome: Outcome, error: BaseException | None) -> None:
+    span.set_attribute("asgi_bgtasks.outcome", outcome)
+    if outcome in ("failed", "timed_out"):
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if error is not None:
+            span.record_exception(error)
+    span.end()
