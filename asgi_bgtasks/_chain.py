@@ -22,7 +22,7 @@ import contextlib
 import contextvars
 import inspect
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -133,7 +133,7 @@ class Chain:
     _wake: "asyncio.Future[None] | None" = None
     _retry: asyncio.TimerHandle | None = None
     _ended: "asyncio.Future[None] | None" = None
-    _watching: "tuple[Observer, ...] | list[Observer]" = ()  # active observers
+    _watching: Sequence["Observer"] = ()  # the runner's observers, if active
     released = 0.0  # when its request handed it over (loop time), if observed
 
     def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):

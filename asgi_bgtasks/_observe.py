@@ -10,7 +10,7 @@ adds its own observer.
 import contextvars
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ._stats import Outcome
@@ -51,7 +51,7 @@ def observers_found() -> list[Observer]:
 
 
 def start(
-    observers: list[Observer],
+    observers: Sequence[Observer],
     name: str,
     attempt: int,
     context: contextvars.Context,
