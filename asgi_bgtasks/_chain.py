@@ -187,37 +187,7 @@ class Chain:
             if self.state is QUEUED:
                 await self._sleep()
             while self.state is RUNNING:
-                task = tasks._take()
-                first: _FirstStep | None = None
-                while (
-                    task is not None
-                    and quick
-                    and task.options is DEFAULTS
-                    and not task.in_thread
-                ):
-                    # Most tasks end within their first step: that step here,
-                    # and if it ends well, one lock to count it and take the
-                    # next (measured: 3.3 -> 1.0 µs per no-op task).
-                    context = task.context
-                    level = host.cancelling()
-                    try:
-                        steps = context.run(task.func, *task.args, **task.kwargs)
-                        if type(steps) is not types.CoroutineType:
-                            steps = _iterator(steps)
-                        yielded = context.run(steps.send, None)
-                    except StopIteration:
-                        if host.cancelling() != level or getattr(
-                            host, "_must_cancel", False
-                        ):  # see _cancel_pending
-                            first = (None, _ENDED, None, level)
-                            break
-                        task = tasks._succeeded_and_take(task)
-                        continue
-                    except BaseException as error:
-                        first = (None, _ENDED, error, level)
-                        break
-                    first = (steps, yielded, None, level)
-                    break
+                task, first = self._while_quick(tasks._take(), quick)
                 if task is None:
                     break
                 outside = await self._attempt(task, first)
@@ -238,6 +208,34 @@ class Chain:
             # A new one, raised here: frames in a caught one's traceback
             # would keep tasks alive.
             raise asyncio.CancelledError(*outside)
+
+    def _while_quick(
+        self, task: _Task | None, quick: bool
+    ) -> tuple[_Task | None, "_FirstStep | None"]:
+        """Run the tasks that end well within their first step, each counted
+        and followed by the next under one lock (measured: 3.4 -> 1.5 µs per
+        no-op task); return the first that does not, with that step, or None
+        at the end of the list. Quick only with no timeouts and no observers:
+        a task with options, or a plain ``def`` one, goes the general way."""
+        if not quick:
+            return task, None
+        host = self._host
+        assert host is not None
+        while task is not None and task.options is DEFAULTS and not task.in_thread:
+            context = task.context
+            level = host.cancelling()
+            try:
+                steps = _iterator(context.run(task.func, *task.args, **task.kwargs))
+                yielded = context.run(steps.send, None)
+            except StopIteration:
+                if host.cancelling() != level or _cancel_pending(host):
+                    return task, (None, _ENDED, None, level)
+                task = self.tasks._succeeded_and_take(task)
+                continue
+            except BaseException as error:
+                return task, (None, _ENDED, error, level)
+            return task, (steps, yielded, None, level)
+        return task, None
 
     async def _attempt(
         self, task: _Task, first: "_FirstStep | None"
@@ -514,7 +512,7 @@ def _cancel_pending(task: "asyncio.Task[Any] | None") -> bool:
 
 def _iterator(awaitable: Any) -> Any:
     """What to step through to await ``awaitable``."""
-    if isinstance(awaitable, types.CoroutineType | types.GeneratorType):
+    if type(awaitable) is types.CoroutineType or type(awaitable) is types.GeneratorType:
         return awaitable
     return awaitable.__await__()
 
