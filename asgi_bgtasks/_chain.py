@@ -561,6 +561,8 @@ def _step_through(
             # Counted dropped when it was given up on: let it go on alone.
             asyncio.Task(_go_on(it, value, thrown), context=run.context)
             return
+    # No cycle: the error's frames lead back to this one through f_back.
+    thrown = value = None
 
 
 async def _go_on(it: Any, value: Any, thrown: BaseException | None) -> None:

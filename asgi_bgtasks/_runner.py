@@ -183,6 +183,7 @@ class TaskRunner:
         )
         for task in tasks:
             self._hand_over(task, reason)
+            task.release()
 
     def abandon(self, tasks: list[_Task], reason: Reason) -> None:
         """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
@@ -192,6 +193,7 @@ class TaskRunner:
                 TASK_UNFINISHED, task.name, "pending", extra=_about(task, "dropped")
             )
             self._hand_over(task, reason)
+            task.release()
 
     def _hand_over(self, task: _Task, reason: DropReason) -> None:
         """Give a dropped task to ``on_drop``, to persist or re-enqueue, and
@@ -251,6 +253,7 @@ class TaskRunner:
             self.ledger.finish(run.task.seq, outcome)
             if outcome != "succeeded":
                 self._report(run, outcome)
+            run.task.release()
         if run.error is not None:
             _clear_frames(run.error)
             run.error = None

@@ -128,6 +128,22 @@ class _Task:
     def dropped(self, reason: DropReason) -> DroppedTask:
         return DroppedTask(self.func, self.args, self.kwargs, self.name, reason)
 
+    def release(self) -> None:
+        """It has ended: let go of what it calls, with, and in. Frames of the
+        chain that ran it may outlive it for a moment (an exception thrown
+        into its request's Task holds them until that Task's step ends)."""
+        self.func = _ended
+        self.args = ()
+        self.kwargs = {}
+        self.context = _ENDED_CONTEXT
+
+
+def _ended() -> None:
+    """What a released task record calls: nothing."""
+
+
+_ENDED_CONTEXT = contextvars.Context()
+
 
 def _is_async_callable(func: Any) -> bool:
     while isinstance(func, functools.partial):
