@@ -5,9 +5,13 @@ configured (DESIGN.md, "Integrations" → OpenTelemetry)."""
 import asyncio
 import importlib.util
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import asgiref
 import pytest
 from helpers import (
     BODY,
@@ -27,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
+import asgi_bgtasks
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task, task_options
 from asgi_bgtasks._observe import OBSERVER_FAILED, observers_found
 from asgi_bgtasks.otel import Tracing
@@ -363,6 +368,32 @@ def test_without_opentelemetry_no_observer_is_loaded(
     monkeypatch.setattr(importlib.util, "find_spec", without_opentelemetry)
 
     assert observers_found() == []
+
+
+def test_another_opentelemetry_distribution_alone_loads_no_observer(
+    tmp_path: Path,
+) -> None:
+    # Only, say, opentelemetry-proto installed: the ``opentelemetry``
+    # namespace package exists, ``opentelemetry.trace`` does not.
+    (tmp_path / "opentelemetry" / "proto").mkdir(parents=True)
+    (tmp_path / "opentelemetry" / "proto" / "__init__.py").touch()
+    for package in (asgiref, asgi_bgtasks):
+        (tmp_path / package.__name__).symlink_to(Path(package.__file__).parent)
+    code = (
+        "import asgi_bgtasks\n"
+        "async def app(scope, receive, send): pass\n"
+        "print(asgi_bgtasks.BackgroundTasksMiddleware(app)._runner.observers)\n"
+    )
+
+    done = subprocess.run(  # -S: no site-packages, only tmp_path
+        [sys.executable, "-S", "-c", code],
+        env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert (done.stdout, done.stderr) == ("[]\n", "")
 
 
 async def test_without_observers_tasks_run_as_before() -> None:
