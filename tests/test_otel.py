@@ -357,6 +357,20 @@ async def test_spans_go_to_the_provider_configured_now() -> None:
         assert len(named(exporter, "test_otel.send_receipt")) == 1
 
 
+def test_a_provider_named_by_the_environment_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_TRACER_PROVIDER", "sdk_tracer_provider")
+    try:
+        tracing = Tracing()
+
+        assert tracing.active()
+        assert isinstance(trace.get_tracer_provider(), TracerProvider)
+    finally:
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+
+
 def test_without_opentelemetry_no_observer_is_loaded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
