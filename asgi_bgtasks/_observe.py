@@ -42,8 +42,13 @@ class Observer(Protocol):
 
 
 def observers_found() -> list[Observer]:
-    """The observers that need no set-up: tracing, if OpenTelemetry is there."""
-    if importlib.util.find_spec("opentelemetry") is None:
+    """The observers that need no set-up: tracing, if ``opentelemetry-api``
+    is there (not just another distribution of the ``opentelemetry``
+    namespace package, such as ``opentelemetry-proto``)."""
+    if (
+        importlib.util.find_spec("opentelemetry") is None
+        or importlib.util.find_spec("opentelemetry.trace") is None
+    ):
         return []
     from . import otel  # only where OpenTelemetry is installed
 

@@ -16,7 +16,14 @@ import gc
 import importlib.util
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +148,10 @@ class Variant:
     tasks: int = 0  # no-op tasks per request
     settle: Callable[[], Awaitable[None]] = nothing  # waits for its tasks
     scale: float = 1.0  # share of a batch's requests (for slow variants)
+    # what holds around its batches (outside the timed part)
+    around: Callable[[], contextlib.AbstractContextManager[None]] = (
+        contextlib.nullcontext
+    )
 
 
 class Lifespan:
@@ -193,10 +204,63 @@ async def variants() -> AsyncIterator[list[Variant]]:
             1,
         ),
     ]
+    found[5:5] = _observed()
     async with contextlib.AsyncExitStack() as stack:
         if importlib.util.find_spec("asgi_background"):
             found.append(await _asgi_background(stack))
         yield found
+
+
+def _observed() -> list[Variant]:
+    """One task inline with no observer at all (as where opentelemetry-api
+    is not installed), and, where the SDK is installed, traced by an SDK
+    tracer provider. The other variants of ours run with opentelemetry-api
+    installed and no provider configured: its observer is asked once per
+    request and declines."""
+    untraced = BackgroundTasksMiddleware(scheduling(), mode="inline")
+    untraced._runner.observers.clear()
+    found = [Variant("ours, one task inline, no observer", "bare app", untraced, 1)]
+    if importlib.util.find_spec("opentelemetry.sdk"):
+        traced = BackgroundTasksMiddleware(scheduling(), mode="inline")
+        found.append(
+            Variant(
+                "ours, one task inline, OTel SDK",
+                "bare app",
+                traced,
+                1,
+                around=_sdk_provider,
+            )
+        )
+    return found
+
+
+@contextlib.contextmanager
+def _sdk_provider() -> Iterator[None]:
+    """An SDK tracer provider whose spans go to an exporter that discards
+    them, process-wide for one batch only: OpenTelemetry allows one provider
+    per process, so its globals are reset afterwards, as its own test
+    utilities do, and the other variants stay untraced."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.util._once import Once
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    trace.set_tracer_provider(provider)
+    try:
+        yield
+    finally:
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
 
 
 async def _asgi_background(stack: contextlib.AsyncExitStack) -> Variant:
@@ -222,14 +286,16 @@ async def time_batch(variant: Variant, requests: int) -> float:
     requests = max(int(requests * variant.scale), 1)
     app, settle = variant.app, variant.settle
     expected = Runs.count + requests * variant.tasks
-    gc.collect()
-    started = time.thread_time_ns()
-    for _ in range(requests):
-        await app(dict(SCOPE), receive, send)
-    await settle()
-    while Runs.count < expected:  # asgi-background has no join  # noqa: ASYNC110
-        await asyncio.sleep(0)
-    return (time.thread_time_ns() - started) / requests / 1000
+    with variant.around():
+        gc.collect()
+        started = time.thread_time_ns()
+        for _ in range(requests):
+            await app(dict(SCOPE), receive, send)
+        await settle()
+        while Runs.count < expected:  # asgi-background has no join  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        elapsed = time.thread_time_ns() - started
+    return elapsed / requests / 1000
 
 
 async def measure(requests: int = 2_000, rounds: int = 51) -> dict[str, Any]:

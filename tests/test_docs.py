@@ -2,11 +2,14 @@
 
 Python blocks are copied from an example or a test (the quick start, which
 ``test_readme.py`` executes, is the exception); shell blocks run make
-targets that exist or install the package; text blocks show messages the
-library really produces.
+targets that exist or install the package (with extras it declares); text
+blocks show messages the library really produces; ``spans`` and
+``prometheus`` blocks (a trace drawn as a tree, metric lines) are copied
+from a test that asserts them.
 """
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,8 @@ TESTED = [
 EXECUTED = {"README.md": 0, "index.md": 0}  # page: index of its executed block
 SOURCES = [[line.strip() for line in p.read_text().splitlines()] for p in TESTED]
 MAKE_TARGETS = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+EXTRAS = set(PROJECT["optional-dependencies"])
 
 
 def blocks(page: Path, language: str) -> list[str]:
@@ -74,7 +79,19 @@ def test_shell_blocks_run_existing_make_targets_or_install(page: Path) -> None:
             if command[:1] == ["make"]:
                 assert command[1] in MAKE_TARGETS, line
             else:
-                assert command == ["pip", "install", "asgi-bgtasks"], line
+                assert command[:2] == ["pip", "install"], line
+                assert len(command) == 3, line
+                package = re.fullmatch(r"'?asgi-bgtasks(\[([a-z,]+)\])?'?", command[2])
+                assert package is not None, line
+                extras = package[2].split(",") if package[2] else []
+                assert set(extras) <= EXTRAS, line
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_span_trees_and_metric_lines_are_copied_from_tests(page: Path) -> None:
+    for language in ("spans", "prometheus"):
+        for block in blocks(page, language):
+            assert copied(block), f"{page.name}: in no example or test:\n{block}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)

@@ -1,9 +1,18 @@
-"""The core imports no web framework; only asgi_bgtasks.django imports Django."""
+"""The core imports no web framework; only asgi_bgtasks.django imports Django,
+only asgi_bgtasks.prometheus prometheus_client."""
 
 import subprocess
 import sys
 
-FRAMEWORKS = ("django", "starlette", "fastapi", "quart", "litestar", "hypercorn")
+FRAMEWORKS = (
+    "django",
+    "starlette",
+    "fastapi",
+    "quart",
+    "litestar",
+    "hypercorn",
+    "prometheus_client",
+)
 
 BLOCKING_IMPORTER = f"""
 import sys
@@ -49,3 +58,10 @@ def test_only_the_django_module_needs_django() -> None:
 
     assert result.returncode == 1
     assert "ImportError: django is blocked by the test" in result.stderr
+
+
+def test_only_the_prometheus_module_needs_prometheus_client() -> None:
+    result = run("import asgi_bgtasks.prometheus")
+
+    assert result.returncode == 1
+    assert "ImportError: prometheus_client is blocked by the test" in result.stderr
