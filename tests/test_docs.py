@@ -1,12 +1,15 @@
 """Every code block in the docs is real.
 
-Python blocks are copied from an example or a test (the quick start, which
-``test_readme.py`` executes, is the exception); shell blocks run make
-targets that exist or install the package; text blocks show messages the
-library really produces.
+Python blocks are copied from an example or a test; the quick starts (the
+docs home's tabs, each guide's opening, the README's) are whole files that
+``test_quickstarts.py`` serves. Shell blocks run make targets that exist,
+install the package, or serve and call a quick start; text blocks show
+messages the library really produces.
 """
 
 import re
+import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,25 @@ TESTED = [
     *sorted((ROOT / "examples").rglob("*.py")),
     *sorted((ROOT / "tests").glob("test_*.py")),
 ]
-EXECUTED = {"README.md": 0, "index.md": 0}  # page: index of its executed block
 SOURCES = [[line.strip() for line in p.read_text().splitlines()] for p in TESTED]
 MAKE_TARGETS = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
+SOURCE_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"][
+    "Source"
+]
+INSTALLS = {"asgi-bgtasks", ".", f"git+{SOURCE_URL}"}  # what `pip install` may name
+QUICK_START_COMMANDS = [
+    ["hypercorn", "main:app"],
+    ["curl", "-X", "POST", "http://127.0.0.1:8000/register?email=ann@example.com"],
+]
+# The docs home's tabs, in order: (tab title, examples/quickstart_<name>.py)
+QUICK_STARTS = [
+    ("FastAPI", "fastapi"),
+    ("Django", "django"),
+    ("Starlette", "starlette"),
+    ("Quart", "quart"),
+    ("Litestar", "litestar"),
+    ("Bare ASGI", "bare"),
+]
 
 
 def blocks(page: Path, language: str) -> list[str]:
@@ -29,7 +48,7 @@ def blocks(page: Path, language: str) -> list[str]:
 
 
 def copied(block: str) -> bool:
-    lines = [line.strip() for line in block.strip("\n").splitlines()]
+    lines = [line.strip() for line in block.strip().splitlines()]
     return any(
         source[start : start + len(lines)] == lines
         for source in SOURCES
@@ -60,21 +79,44 @@ def message_patterns() -> list[re.Pattern[str]]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_python_blocks_are_executed_or_copied_from_tested_files(page: Path) -> None:
-    for n, block in enumerate(blocks(page, "python")):
-        if EXECUTED.get(page.name) == n:
-            continue
+    for block in blocks(page, "python"):
         assert copied(block), f"{page.name}: in no example or test:\n{block}"
 
 
+def quick_start(name: str) -> str:
+    return (ROOT / "examples" / f"quickstart_{name}.py").read_text()
+
+
+@pytest.mark.parametrize("name", [name for _, name in QUICK_STARTS])
+def test_every_guide_opens_with_its_whole_quick_start_file(name: str) -> None:
+    first = blocks(ROOT / "docs" / "frameworks" / f"{name}.md", "python")[0]
+
+    assert first == quick_start(name)
+
+
+def test_docs_home_has_a_tab_per_framework_each_a_whole_quick_start_file() -> None:
+    page = (ROOT / "docs" / "index.md").read_text()
+    tabs = re.findall(
+        r'^=== "([^"\n]+)"\n\n    ```python\n(.*?)    ```$', page, re.S | re.M
+    )
+
+    assert [title for title, _ in tabs] == [title for title, _ in QUICK_STARTS]
+    for (_, code), (_, name) in zip(tabs, QUICK_STARTS, strict=True):
+        assert re.sub(r"^    ", "", code, flags=re.M) == quick_start(name)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_shell_blocks_run_existing_make_targets_or_install(page: Path) -> None:
+def test_shell_blocks_make_install_or_serve_a_quick_start(page: Path) -> None:
     for block in blocks(page, "sh"):
         for line in block.splitlines():
-            command = line.split("#")[0].split()
+            command = shlex.split(line, comments=True)
             if command[:1] == ["make"]:
                 assert command[1] in MAKE_TARGETS, line
+            elif command[:2] == ["pip", "install"]:
+                assert len(command) == 3, line
+                assert command[2] in INSTALLS, line
             else:
-                assert command == ["pip", "install", "asgi-bgtasks"], line
+                assert command in QUICK_START_COMMANDS, line
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
