@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+DEMO_INSTALLED := $(VENV)/.demo-installed
 
 .PHONY: install test test-all soak bench docs lint demo clean
 
@@ -43,7 +44,13 @@ lint: install
 	$(BIN)/ruff format --check asgi_bgtasks tests examples bench noxfile.py
 	$(BIN)/mypy
 
-demo: install
+# Only what the demo needs (the package, hypercorn, httpx, an SMTP sink).
+$(DEMO_INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(DEMO_INSTALLED)
 	$(BIN)/python -m examples.demo
 
 clean:
