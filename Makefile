@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+DEMO_INSTALLED := $(VENV)/.demo-installed
 
 .PHONY: install test test-all soak bench docs lint demo clean
 
@@ -11,7 +12,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'  # docs: the docs-build test
 	touch $@
 
 test: install
@@ -34,16 +35,22 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
 
+# Prints only its progress: tests/test_docs_build.py fails on any other line.
 docs: install
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: install
 	$(BIN)/ruff check asgi_bgtasks tests examples bench noxfile.py
 	$(BIN)/ruff format --check asgi_bgtasks tests examples bench noxfile.py
 	$(BIN)/mypy
 
-demo: install
+# Only what the demo needs (the package, hypercorn, httpx, an SMTP sink).
+$(DEMO_INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(DEMO_INSTALLED)
 	$(BIN)/python -m examples.demo
 
 clean:

@@ -42,8 +42,36 @@ DEFAULT_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
 class BackgroundTasksMiddleware:
     """Run tasks added during a request after its response has been sent.
 
-    Wrap the whole ASGI app with it, outermost. See the docs for ``mode``
-    and what happens on errors and at shutdown.
+    Wrap the whole ASGI app with it, outermost. Every option is keyword-only
+    and checked here: a bad value raises ``ValueError`` or ``TypeError``
+    naming the option.
+
+    Args:
+        app: Any ASGI 3 application (ASGI 2 is accepted and adapted).
+        mode: ``"inline"``: tasks run inside the request's ASGI call.
+            ``"detached"``: the middleware owns them and the call returns at
+            once. ``"auto"``: detached once a lifespan startup has been seen
+            (then drained on shutdown), inline otherwise. See "Drain modes".
+        max_concurrency: How many requests' task chains run at once, in
+            either mode; the others wait in one FIFO queue. An int >= 1.
+        max_pending: Detached only: once more tasks than this wait, new
+            requests run their tasks inline (backpressure, never a drop).
+            An int >= 1.
+        max_threads: Worker threads of the middleware's own pool for plain
+            ``def`` tasks (never the loop's default executor). The default
+            is ``min(32, os.cpu_count() + 4)``. An int >= 1.
+        task_timeout: Seconds a task may run before it is cancelled, logged
+            and counted as timed out; ``None``: no limit. A number > 0.
+        shutdown_timeout: Seconds the lifespan shutdown waits for pending
+            and running tasks before cancelling the rest; shutdown then
+            completes within about 0.5 s more. A number >= 0.
+        run_on_error: Run a request's tasks even after a 5xx response, an
+            app crash before the final message, or no response at all.
+            A task's own ``task_options(run_on_error=...)`` overrides it.
+        on_error: ``(TaskInfo, BaseException) -> None``, called after a task
+            failed or timed out (it is logged anyway).
+        on_drop: ``(DroppedTask) -> None``, called once for every task that
+            will not complete, with its function, arguments and the reason.
     """
 
     def __init__(

@@ -48,6 +48,19 @@ def task_options(
     Returns a decorator that returns the same function, still callable
     directly; `add_task` reads the options whenever it schedules it. Bad
     values raise here, at decoration time.
+
+    Args:
+        timeout: Seconds per attempt, instead of the middleware's
+            ``task_timeout``; ``None``: the middleware's. A timeout is not
+            retried.
+        retries: Retries after the first attempt (0: none). An int >= 0.
+        retry_delay: Seconds before the first retry; each later one waits
+            twice the one before, capped at 300 s. A number >= 0.
+        retry_on: The exception classes (one, or a tuple) that are retried;
+            any other exception fails the task at once.
+        run_on_error: ``True``: run even after a 5xx response or an app
+            crash (an audit record); ``False``: never then; ``None``: follow
+            the middleware's ``run_on_error``.
     """
     if timeout is not None:
         check_seconds("task_options: timeout", timeout, allow_zero=False)

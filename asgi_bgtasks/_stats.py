@@ -16,6 +16,18 @@ class Stats:
     holds for every snapshot. ``pending`` counts tasks that have not started
     yet, including those whose response is still being sent and those
     waiting to be retried. ``retried`` counts retries (attempts), not tasks.
+
+    Attributes:
+        scheduled: Tasks added with ``add_task`` since the middleware was made.
+        succeeded: Tasks that returned (on their last attempt).
+        failed: Tasks that raised on their last attempt.
+        timed_out: Tasks cancelled by their timeout.
+        dropped: Tasks that never ran to the end: a failed request's, or
+            left at the shutdown deadline, or cancelled from outside.
+        running: Tasks running now (a plain ``def`` one waiting for a pool
+            thread included).
+        pending: Tasks not started yet, or waiting to be retried.
+        retried: Retries scheduled, one per failed attempt that is retried.
     """
 
     scheduled: int

@@ -54,7 +54,13 @@ _current: ContextVar["BackgroundTasks | None"] = ContextVar(
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """What `on_error` learns about a task: never its arguments."""
+    """What `on_error` learns about a task: never its arguments.
+
+    Attributes:
+        func: The function given to ``add_task`` (a partial stays a partial).
+        name: ``module.qualname`` of the function, partials unwrapped: the
+            name in logs, spans and metrics.
+    """
 
     func: Callable[..., Any]
     name: str
@@ -66,7 +72,18 @@ DropReason = Literal["error_response", "app_failed", "shutdown", "cancelled"]
 @dataclass(frozen=True, slots=True)
 class DroppedTask:
     """A task that will not complete, handed to `on_drop` to persist or
-    re-enqueue: the only place its arguments are given out."""
+    re-enqueue: the only place its arguments are given out.
+
+    Attributes:
+        func: The function given to ``add_task``.
+        args: Its positional arguments, as given.
+        kwargs: Its keyword arguments, as given.
+        name: ``module.qualname`` of the function, partials unwrapped.
+        reason: ``"error_response"`` (status >= 500), ``"app_failed"`` (the
+            app raised, or sent no or no complete response), ``"shutdown"``
+            (not finished by the drain deadline) or ``"cancelled"`` (its
+            chain was cancelled from outside while it ran or waited).
+    """
 
     func: Callable[..., Any]
     args: tuple[Any, ...]

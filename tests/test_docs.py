@@ -1,14 +1,16 @@
 """Every code block in the docs is real.
 
-Python blocks are copied from an example or a test (the quick start, which
-``test_readme.py`` executes, is the exception); shell blocks run make
-targets that exist or install the package (with extras it declares); text
-blocks show messages the library really produces; ``spans`` and
+Python blocks are copied from an example or a test; the quick starts (the
+docs home's tabs, each guide's opening, the README's) are whole files that
+``test_quickstarts.py`` serves. Shell blocks run make targets that exist,
+install the package (with extras it declares), or serve and call a quick
+start; text blocks show messages the library really produces; ``spans`` and
 ``prometheus`` blocks (a trace drawn as a tree, metric lines) are copied
 from a test that asserts them.
 """
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -22,11 +24,25 @@ TESTED = [
     *sorted((ROOT / "examples").rglob("*.py")),
     *sorted((ROOT / "tests").glob("test_*.py")),
 ]
-EXECUTED = {"README.md": 0, "index.md": 0}  # page: index of its executed block
 SOURCES = [[line.strip() for line in p.read_text().splitlines()] for p in TESTED]
 MAKE_TARGETS = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = set(PROJECT["optional-dependencies"])
+SOURCE_URL = PROJECT["urls"]["Source"]
+INSTALLS = {"asgi-bgtasks", ".", f"git+{SOURCE_URL}"}  # what `pip install` may name
+QUICK_START_COMMANDS = [
+    ["hypercorn", "main:app"],
+    ["curl", "-X", "POST", "http://127.0.0.1:8000/register?email=ann@example.com"],
+]
+# The docs home's tabs, in order: (tab title, examples/quickstart_<name>.py)
+QUICK_STARTS = [
+    ("FastAPI", "fastapi"),
+    ("Django", "django"),
+    ("Starlette", "starlette"),
+    ("Quart", "quart"),
+    ("Litestar", "litestar"),
+    ("Bare ASGI", "bare"),
+]
 
 
 def blocks(page: Path, language: str) -> list[str]:
@@ -34,7 +50,7 @@ def blocks(page: Path, language: str) -> list[str]:
 
 
 def copied(block: str) -> bool:
-    lines = [line.strip() for line in block.strip("\n").splitlines()]
+    lines = [line.strip() for line in block.strip().splitlines()]
     return any(
         source[start : start + len(lines)] == lines
         for source in SOURCES
@@ -65,26 +81,48 @@ def message_patterns() -> list[re.Pattern[str]]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_python_blocks_are_executed_or_copied_from_tested_files(page: Path) -> None:
-    for n, block in enumerate(blocks(page, "python")):
-        if EXECUTED.get(page.name) == n:
-            continue
+    for block in blocks(page, "python"):
         assert copied(block), f"{page.name}: in no example or test:\n{block}"
 
 
+def quick_start(name: str) -> str:
+    return (ROOT / "examples" / f"quickstart_{name}.py").read_text()
+
+
+@pytest.mark.parametrize("name", [name for _, name in QUICK_STARTS])
+def test_every_guide_opens_with_its_whole_quick_start_file(name: str) -> None:
+    first = blocks(ROOT / "docs" / "frameworks" / f"{name}.md", "python")[0]
+
+    assert first == quick_start(name)
+
+
+def test_docs_home_has_a_tab_per_framework_each_a_whole_quick_start_file() -> None:
+    page = (ROOT / "docs" / "index.md").read_text()
+    tabs = re.findall(
+        r'^=== "([^"\n]+)"\n\n    ```python\n(.*?)    ```$', page, re.S | re.M
+    )
+
+    assert [title for title, _ in tabs] == [title for title, _ in QUICK_STARTS]
+    for (_, code), (_, name) in zip(tabs, QUICK_STARTS, strict=True):
+        assert re.sub(r"^    ", "", code, flags=re.M) == quick_start(name)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_shell_blocks_run_existing_make_targets_or_install(page: Path) -> None:
+def test_shell_blocks_make_install_or_serve_a_quick_start(page: Path) -> None:
     for block in blocks(page, "sh"):
         for line in block.splitlines():
-            command = line.split("#")[0].split()
+            command = shlex.split(line, comments=True)
             if command[:1] == ["make"]:
                 assert command[1] in MAKE_TARGETS, line
-            else:
-                assert command[:2] == ["pip", "install"], line
+            elif command[:2] == ["pip", "install"]:
                 assert len(command) == 3, line
-                package = re.fullmatch(r"'?asgi-bgtasks(\[([a-z,]+)\])?'?", command[2])
-                assert package is not None, line
-                extras = package[2].split(",") if package[2] else []
-                assert set(extras) <= EXTRAS, line
+                package = re.fullmatch(r"asgi-bgtasks\[([a-z,]+)\]", command[2])
+                if package is None:
+                    assert command[2] in INSTALLS, line
+                else:
+                    assert set(package[1].split(",")) <= EXTRAS, line
+            else:
+                assert command in QUICK_START_COMMANDS, line
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)

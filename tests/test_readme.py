@@ -1,31 +1,52 @@
-"""The quick start, in the README and on the docs' home page, runs as written."""
+"""The README is the package's description on the package index: its quick
+start is a whole tested file and every link is absolute and leads somewhere."""
 
 import re
+import tomllib
 from pathlib import Path
 
-import pytest
-from helpers import call
-
 ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+URLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+# The docs as the documentation site serves them (directory URLs).
+DOCS_SITE = URLS["Documentation"] + "/en/latest/"
+LINKS = re.findall(r"\]\(([^)]*)\)", README)
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
-async def test_quick_start_sends_the_email_after_the_response(
-    events: list[object], page: str
-) -> None:
-    code = re.search(r"```python\n(.*?)```", (ROOT / page).read_text(), re.DOTALL)
-    assert code is not None
-    namespace: dict[str, object] = {}
-    exec(code.group(1), namespace)
+def test_readme_quick_start_is_the_whole_fastapi_quick_start_file() -> None:
+    first = re.search(r"```python\n(.*?)```", README, re.DOTALL)
 
-    async def send_welcome_email(address: str) -> None:
-        events.append(f"e-mail to {address}")
+    assert first is not None
+    assert first.group(1) == (ROOT / "examples" / "quickstart_fastapi.py").read_text()
 
-    namespace["send_welcome_email"] = send_welcome_email
-    await call(namespace["app"], events)
 
-    assert events == [
-        "http.response.start",
-        "http.response.body",
-        "e-mail to bob@example.com",
+def test_package_metadata_names_every_project_url() -> None:
+    assert set(URLS) == {"Homepage", "Documentation", "Source", "Issues", "Changelog"}
+    assert all(url.startswith("https://") for url in URLS.values())
+
+
+def test_readme_links_are_absolute() -> None:
+    assert LINKS
+    relative = [link for link in LINKS if not link.startswith("https://")]
+
+    assert relative == []
+
+
+def test_readme_links_into_the_docs_lead_to_pages_that_exist() -> None:
+    pages = [link[len(DOCS_SITE) :] for link in LINKS if link.startswith(DOCS_SITE)]
+
+    assert len(pages) > 10
+    for page in pages:
+        path = page.split("#")[0].rstrip("/") or "index"
+        assert (ROOT / "docs" / f"{path}.md").exists(), page
+
+
+def test_readme_links_into_the_repository_name_files_that_exist() -> None:
+    files = [
+        link.split("/blob/main/")[1]
+        for link in LINKS
+        if link.startswith(URLS["Source"] + "/blob/main/")
     ]
+
+    assert files == ["CHANGELOG.md"]
+    assert all((ROOT / name).exists() for name in files)

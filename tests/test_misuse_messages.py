@@ -1,0 +1,106 @@
+"""Misuse raises at once, with a message that names the fix: what to write
+instead, which option to change, or which command to run."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from asgi_bgtasks import (
+    BackgroundTasksMiddleware,
+    add_task,
+    background_tasks,
+    task_options,
+)
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """Never called: these tests only build the middleware."""
+
+
+async def send_email(address: str) -> None:
+    await asyncio.sleep(0)
+
+
+def test_add_task_outside_a_request_says_to_wrap_the_app() -> None:
+    with pytest.raises(RuntimeError) as raised:
+        add_task(print, "never")
+
+    assert "wrap the ASGI app with BackgroundTasksMiddleware(app)" in str(raised.value)
+    assert "while a request is being handled" in str(raised.value)
+
+
+def test_add_task_under_runserver_names_the_asgi_command_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.argv", ["manage.py", "runserver"])
+
+    with pytest.raises(RuntimeError) as raised:
+        add_task(print, "never")
+
+    assert "Serve the ASGI app instead, e.g. `hypercorn " in str(raised.value)
+    assert "run_tasks_on_exit()" in str(raised.value)
+
+
+def test_background_tasks_without_the_middleware_says_to_wrap_the_app() -> None:
+    with pytest.raises(RuntimeError) as raised:
+        background_tasks({"type": "http"})
+
+    assert str(raised.value).endswith("BackgroundTasksMiddleware(app), outermost")
+
+
+async def test_add_task_of_a_coroutine_object_shows_the_call_to_write() -> None:
+    scheduled: list[BaseException] = []
+
+    async def view(scope: Any, receive: Any, send: Any) -> None:
+        coroutine = send_email("ann@example.com")
+        try:
+            add_task(coroutine)  # type: ignore[arg-type]
+        except TypeError as error:
+            scheduled.append(error)
+        finally:
+            coroutine.close()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    await BackgroundTasksMiddleware(view)({"type": "http"}, receive, send)
+
+    [error] = scheduled
+    assert "write add_task(send_email, user), not add_task(send_email(user))" in str(
+        error
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("max_concurrency", 2.5, "max_concurrency must be an int, got 2.5"),
+        ("task_timeout", "5", "task_timeout must be a number of seconds, got '5'"),
+        ("run_on_error", "yes", "run_on_error must be"),
+        ("on_error", send_email, "on_error must be a plain (not async) callable"),
+    ],
+)
+def test_a_bad_option_type_names_the_option_and_what_it_takes(
+    option: str, value: object, says: str
+) -> None:
+    with pytest.raises(TypeError) as raised:
+        BackgroundTasksMiddleware(app, **{option: value})
+
+    assert str(raised.value).startswith(says)
+
+
+def test_task_options_on_a_bound_method_says_where_to_decorate() -> None:
+    class Mailer:
+        def send(self) -> None:
+            pass
+
+    with pytest.raises(TypeError) as raised:
+        task_options(retries=1)(Mailer().send)
+
+    assert str(raised.value).endswith("decorate the function where it is defined")
