@@ -160,12 +160,11 @@ class Chain:
 
     def start(self) -> None:
         """A slot was handed to this queued chain."""
-        if self.state is QUEUED:
-            self.state = RUNNING
-            if self.inline:
-                self._wake_up()
-            else:
-                self.start_detached()
+        self.state = RUNNING
+        if self.inline:
+            self._wake_up()
+        else:
+            self.start_detached()
 
     async def drive(self) -> None:
         """Run the tasks one after another in the current Task.
@@ -323,23 +322,20 @@ class Chain:
         self._ours = 0
         if not outside:
             return None
-        if run.cancelled_for is None:
-            run.cancelled_for = "cancelled"
+        run.cancelled_for = run.cancelled_for or "cancelled"
         assert run.error is not None
         return run.error.args
 
     async def _consume_own_request(self) -> tuple[Any, ...] | None:
         """A task asked to cancel itself and ended before it was delivered:
         take the delivery, so that the next task does not get it. Returns
-        the outside's cancellation if one came meanwhile."""
+        the outside's cancellation if one was asked for meanwhile (the one
+        delivery stands for both)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
         host = self._host
         assert host is not None
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError as cancelled:
-            if host.cancelling() > self._base:
-                return cancelled.args
-        return None
+        return () if host.cancelling() > self._base else None
 
     async def _in_thread(self, run: Run) -> bool:
         """Run a plain ``def`` attempt in the pool; False if the chain left
@@ -368,7 +364,7 @@ class Chain:
         if self._waiting_for is run:
             self._waiting_for = None
             self._wake_up()
-        elif not run.abandoned:  # left to its thread: settle it here
+        else:  # left to its thread (never given up on): settle it here
             result, run.result = run.result, None
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: the chain has ended
@@ -397,11 +393,9 @@ class Chain:
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has left
-        it to a worker thread that cannot be stopped."""
-        if self._ended is None:
-            self._ended = asyncio.get_running_loop().create_future()
-            if self.state is DONE:
-                self._ended.set_result(None)
+        it to a worker thread that cannot be stopped. Ask once, while it
+        unwinds."""
+        self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 
     def unwinding(self) -> bool:
@@ -449,9 +443,10 @@ class Chain:
 
     def interrupt(self, run: Run) -> None:
         """Cancel the running ``async`` attempt ``run``."""
-        if run is self._run and self._host is not None:
-            self._ours += 1
-            self._host.cancel()
+        assert run is self._run
+        assert self._host is not None
+        self._ours += 1
+        self._host.cancel()
 
     def give_up(self) -> None:
         """Stop waiting for a cancelled ``async`` task that is still unwinding:
@@ -477,10 +472,6 @@ class Chain:
 
     def _leave(self) -> None:
         """The driver is done: no reference cycle through the host Task."""
-        if self._ours and self._host is not None:
-            for _ in range(self._ours):
-                self._host.uncancel()
-            self._ours = 0
         self._host = None
 
     async def _sleep(self) -> None:
