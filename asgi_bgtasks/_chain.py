@@ -1,28 +1,28 @@
 """One request's tasks as a chain, run one after another by one driver.
 
-Inline, the driver runs in the request's own asyncio Task, as Starlette runs
-its tasks; detached, in a Task of its own. An ``async`` task's coroutine is
-stepped through by hand in the context copied at ``add_task`` (no Task per
-task: a Task and its loop turns cost more than the whole request); a plain
-``def`` task runs in the runner's thread pool while the driver waits.
+Every chain is driven in an asyncio Task of its own: inline, its request's
+call awaits it (started eagerly where Python can, so tasks that end at once
+cost no loop turn); detached, nobody waits for it. An ``async`` task's
+coroutine is stepped through by hand in the context copied at ``add_task``
+(no Task per task: a Task and its loop turns cost more than the whole
+request); a plain ``def`` task runs in the runner's thread pool while the
+driver waits.
 
-Whose cancellation ended a task is decided from facts, in one place
-(`Chain._attribute`). The runner records why it interrupts a task
-(`Run.timed_out`, `Run.cancelled_for`) and counts the cancel requests it
-makes (``_ours``). A cancel request made while the task's own code runs (one
-of its steps) is the task's own (``Run.own``). What else is still requested
-when the task has ended came from outside: inline, the server cancelling the
-request's call; detached, nobody outside holds the chain's Task, so it too is
-the task's own. Mechanisms inside a task (``asyncio.timeout``, ``wait_for``,
-``TaskGroup``, anyio's scopes) withdraw their requests before they exit.
+Whose cancellation ended a task is therefore a fact, not a guess: nobody
+but the runner and the task's own code holds the chain's Task. The runner
+records why it cancels (`Run.timed_out`, `Run.cancelled_for`) before it
+does; any other cancellation is the task's own. The server cancelling an
+inline request's call reaches the call, which has the runner cancel the
+chain for that reason.
 """
 
 import asyncio
 import contextlib
 import contextvars
 import inspect
+import sys
 import types
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -145,6 +145,19 @@ class Chain:
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
 
+    def start_inline(self) -> "asyncio.Future[None]":
+        """Run the chain in a Task of its own, now; return a future resolved
+        when it is done (or left to a thread), for the request's call to
+        await. Started eagerly where Python can (3.12+): tasks that end
+        within their first step cost no loop turn."""
+        loop = asyncio.get_running_loop()
+        ended = self.ended()
+        if loop.get_task_factory() is None:
+            _eager_task(self.drive())
+        else:  # the chain holds its Task (`_host`) while it runs
+            loop.create_task(self.drive(), context=contextvars.Context())  # noqa: RUF006
+        return ended
+
     def start_detached(self) -> None:
         """Run the chain in a Task of its own, made by the app's task factory
         if it has one, a loop turn later: none of its code runs in the
@@ -162,20 +175,15 @@ class Chain:
         """A slot was handed to this queued chain."""
         self.state = RUNNING
         if self.inline:
-            self._wake_up()
+            self._wake_up()  # its Task waits for the slot
         else:
             self.start_detached()
 
     async def drive(self) -> None:
-        """Run the tasks one after another in the current Task.
-
-        Inline, a cancellation from outside ends the chain (what is left is
-        dropped) and is raised on.
-        """
+        """Run the tasks one after another in the chain's own Task."""
         host = self._host = asyncio.current_task()
         assert host is not None
         self._base = host.cancelling()
-        outside: tuple[Any, ...] | None = None
         tasks = self.tasks
         runner = self._runner
         observers = runner.observers
@@ -189,24 +197,18 @@ class Chain:
                 task, first = self._while_quick(tasks._take(), quick)
                 if task is None:
                     break
-                outside = await self._attempt(task, first)
+                await self._attempt(task, first)
                 del task, first  # its arguments go when it has ended
-                if outside is not None:
-                    break
-        except asyncio.CancelledError as cancelled:
-            # From outside (inline: the server), at a task's end or at one
-            # of the chain's own waits; a thread's job is left to it.
-            outside = cancelled.args
+        except asyncio.CancelledError:
+            # Not the runner's (it wakes the chain's waits instead): a
+            # cancel left behind by a task that has ended. The chain ends.
             self._waiting_for = None
             self.cancel("cancelled")
+            raise
         finally:
             if self.state is not DONE and self._run is None:
                 self._finish()
             self._leave()
-        if outside is not None:
-            # A new one, raised here: frames in a caught one's traceback
-            # would keep tasks alive.
-            raise asyncio.CancelledError(*outside)
 
     def _while_quick(
         self, task: _Task | None, quick: bool
@@ -236,13 +238,10 @@ class Chain:
             return task, (steps, yielded, None, level)
         return task, None
 
-    async def _attempt(
-        self, task: _Task, first: "_FirstStep | None"
-    ) -> tuple[Any, ...] | None:
+    async def _attempt(self, task: _Task, first: "_FirstStep | None") -> None:
         """Run one attempt of ``task`` to its end, settle it, and wait for
         its retry if it gets one; ``first``, its first step if `drive` took
-        it. Returns the arguments of the outside's cancellation, if the
-        outside cancelled the chain meanwhile."""
+        it."""
         runner = self._runner
         loop = asyncio.get_running_loop()
         run = self._run = Run(task, loop.time())
@@ -258,12 +257,15 @@ class Chain:
                 await _step_through(self, run, steps, yielded)
         elif run.in_thread:
             if not await self._in_thread(run):
-                return None  # the chain left it to its thread, which settles it
+                return  # the chain left it to its thread, which settles it
             result, run.result = run.result, None
             if inspect.isawaitable(result) and run.error is None:
-                # A plain def that returned a coroutine: await it here.
                 run.in_thread = False
-                await _step_through(self, run, _iterator(result), _UNSTARTED)
+                if run.timed_out or run.cancelled_for is not None:
+                    _never_awaited(result)  # its time is up, or its chain ended
+                    run.error = asyncio.CancelledError()
+                else:  # a plain def that returned a coroutine: await it here
+                    await _step_through(self, run, _iterator(result), _UNSTARTED)
         else:
             try:
                 result = run.context.run(task.func, *task.args, **task.kwargs)
@@ -277,15 +279,12 @@ class Chain:
             # It asked to cancel itself and returned: asyncio would end its
             # Task cancelled.
             run.error = asyncio.CancelledError()
-        outside = self._attribute(run)
-        if outside is None and not run.abandoned and _cancel_pending(self._host):
-            outside = await self._consume_own_request()
-        if outside is not None:
-            self._stop("cancelled")  # what has not started goes first
+        self._withdraw_requests()
+        if not run.abandoned and _cancel_pending(self._host):
+            await self._consume_own_request()
         self._settle(run)  # unless it was, when it was given up on
-        if outside is None and self.state is WAITING:
+        if self.state is WAITING:
             await self._sleep()
-        return outside
 
     def _observe(self, run: Run) -> None:
         """Tell the observers that ``run`` starts."""
@@ -295,47 +294,23 @@ class Chain:
             self._watching, task.name, task.attempt, run.context, waited
         )
 
-    def _attribute(self, run: Run) -> tuple[Any, ...] | None:
-        """Withdraw the cancel requests made on the host while ``run`` ran,
-        but the outside's; return the cancellation to raise on, if the
-        outside (the server, inline) asked for one.
-
-        The one place that decides whose a cancellation is.
+    def _withdraw_requests(self) -> None:
+        """Withdraw the cancel requests made on the chain's Task while an
+        attempt ran: the runner's (it recorded why on the `Run`) and the
+        task's own (itself, or a TaskGroup that did not withdraw its own on
+        Python < 3.13). Nobody else holds this Task, so there are no others.
         """
         host = self._host
         assert host is not None
-        requested = host.cancelling() - self._base
-        if not requested:
-            return None
-        outside = requested - self._ours - run.own
-        if not (
-            self.inline
-            and outside > 0
-            and isinstance(run.error, asyncio.CancelledError)
-        ):
-            # A task that ends otherwise took any cancellation as its own;
-            # and a TaskGroup that cancelled it may not have withdrawn its
-            # request (Python < 3.13).
-            outside = 0
-        for _ in range(requested - outside):
+        for _ in range(host.cancelling() - self._base):
             host.uncancel()
         self._ours = 0
-        if not outside:
-            return None
-        run.cancelled_for = run.cancelled_for or "cancelled"
-        assert run.error is not None
-        return run.error.args
 
-    async def _consume_own_request(self) -> tuple[Any, ...] | None:
+    async def _consume_own_request(self) -> None:
         """A task asked to cancel itself and ended before it was delivered:
-        take the delivery, so that the next task does not get it. Returns
-        the outside's cancellation if one was asked for meanwhile (the one
-        delivery stands for both)."""
+        take the delivery, so that the next task does not get it."""
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0)
-        host = self._host
-        assert host is not None
-        return () if host.cancelling() > self._base else None
 
     async def _in_thread(self, run: Run) -> bool:
         """Run a plain ``def`` attempt in the pool; False if the chain left
@@ -366,9 +341,8 @@ class Chain:
             self._wake_up()
         else:  # left to its thread (never given up on): settle it here
             result, run.result = run.result, None
-            if inspect.iscoroutine(result):
-                result.close()  # never awaited: the chain has ended
             if inspect.isawaitable(result):
+                _never_awaited(result)  # the chain has ended
                 run.error = asyncio.CancelledError()
             self._settle(run)
 
@@ -393,9 +367,9 @@ class Chain:
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has left
-        it to a worker thread that cannot be stopped. Ask once, while it
-        unwinds."""
-        self._ended = asyncio.get_running_loop().create_future()
+        it to a worker thread that cannot be stopped."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 
     def unwinding(self) -> bool:
@@ -495,6 +469,22 @@ _ENDED = object()
 _UNSTARTED = object()  # no step taken yet whose yield is to be handed up
 
 
+def _never_awaited(awaitable: Any) -> None:
+    """Close a coroutine that will not be awaited (no "never awaited" warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+
+
+def _eager_task(coro: Coroutine[Any, Any, None]) -> None:
+    """Start a Task for ``coro`` in an empty context, eagerly where Python
+    can (3.12+): its first steps run now, in the caller's step."""
+    if sys.version_info >= (3, 12):
+        loop = asyncio.get_running_loop()
+        asyncio.Task(coro, loop=loop, context=contextvars.Context(), eager_start=True)
+    else:
+        asyncio.Task(coro, context=contextvars.Context())
+
+
 def _cancel_pending(task: "asyncio.Task[Any] | None") -> bool:
     """Whether a cancel request awaits delivery to ``task``: one made by the
     code of its current step (one made while it waits is delivered at once)."""
@@ -542,10 +532,7 @@ def _step_through(
                     run.own += made
         try:
             value = yield yielded
-        except GeneratorExit:
-            run_in(it.close)
-            raise
-        except BaseException as error:
+        except BaseException as error:  # GeneratorExit too: it closes the task
             thrown, value = error, None
         yielded = _UNSTARTED
         if run.abandoned:

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast
 
 from asgiref.compatibility import guarantee_single_callable
 
+from ._chain import Chain
 from ._checks import check_count, check_flag, check_hook, check_seconds
 from ._runner import DropHandler, ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
@@ -152,7 +153,7 @@ class BackgroundTasksMiddleware:
             else:
                 why_not = _why_not_run(watch, error)
             if self._hand_off(tasks, why_not, error):
-                await self._runner.run(tasks).drive()
+                await self._run_inline(self._runner.run(tasks))
         if error is not None:
             try:
                 raise error
@@ -193,6 +194,24 @@ class BackgroundTasksMiddleware:
         """Whether ``task`` runs after a failed request (its own option first)."""
         own = task.options.run_on_error
         return self.run_on_error if own is None else own
+
+    async def _run_inline(self, chain: Chain) -> None:
+        """Wait for an inline chain; if the server cancels this call, end the
+        chain, then let that same cancellation go on (its message is how
+        anyio's cancel scopes know their own)."""
+        ended = chain.start_inline()
+        if ended.done():  # it ran to its end as it started
+            return
+        try:
+            await ended
+            return
+        except asyncio.CancelledError as cancelled:
+            cancellation = cancelled
+        try:
+            await self._runner.cancel_chains([chain], "cancelled")
+            raise cancellation
+        finally:
+            del cancellation  # no cycle: this frame -> it -> traceback -> frame
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass lifespan through; drain tasks before the app sees shutdown."""

@@ -1,8 +1,9 @@
 """The chain's driver at its edges: calls that fail before a first step,
-coroutines closed or given up on, causes of cancellation that meet, and
-threads that a timeout or a second shutdown finds."""
+coroutines given up on, causes of cancellation that meet, and threads that
+a timeout or a second shutdown finds."""
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -12,10 +13,7 @@ from helpers import (
     BODY,
     START_200,
     Lifespan,
-    Recorder,
     assert_accounted,
-    http_scope,
-    request_receive,
     scheduling,
     start_request,
     with_lifespan,
@@ -47,26 +45,6 @@ async def test_a_task_whose_call_raises_fails_alone_with_a_timeout_set(
     assert (app.stats.failed, app.stats.succeeded) == (1, 1)
     assert caplog.records[-1].exc_info is not None
     assert caplog.records[-1].exc_info[0] is TypeError
-
-
-async def test_closing_a_suspended_asgi_call_closes_its_running_task(
-    events: list[object],
-) -> None:
-    async def holds_a_resource() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            events.append("released")
-
-    app = BackgroundTasksMiddleware(scheduling((holds_a_resource,)), mode="inline")
-    call = app(http_scope(), request_receive, Recorder(events))
-    waiting_on = call.send(None)  # runs up to the task's first wait
-    assert isinstance(waiting_on, asyncio.Future)
-
-    call.close()  # as when a pending Task is destroyed
-
-    assert events[-1] == "released"
-    waiting_on.cancel()
 
 
 @pytest.mark.parametrize("mode", ["inline", "detached"])
@@ -220,3 +198,156 @@ async def test_a_plain_def_task_timed_out_while_waiting_for_a_thread_never_runs(
 
     assert "ran" not in events
     assert (middleware.stats.timed_out, middleware.stats.succeeded) == (1, 1)
+
+
+def dropped_as(dropped: list[DroppedTask]) -> list[tuple[str, str]]:
+    return [(d.name.rsplit(".", 1)[-1], d.reason) for d in dropped]
+
+
+async def test_the_servers_cancellation_reaches_it_though_the_tasks_clean_up_raised(
+    events: list[object],
+) -> None:
+    started, dropped = asyncio.Event(), list[DroppedTask]()
+
+    async def cleans_up_badly() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("closing the connection failed")
+
+    app = BackgroundTasksMiddleware(
+        scheduling((cleans_up_badly,), (events.append, "next")),
+        mode="inline",
+        on_drop=dropped.append,
+    )
+    request = await start_request(app, events)
+    await started.wait()
+
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    assert "next" not in events
+    assert dropped_as(dropped) == [
+        ("append", "cancelled"),
+        ("cleans_up_badly", "cancelled"),
+    ]
+    assert_accounted(app.stats)
+
+
+async def leaves_a_task_group_then_cancels_on_its_own() -> None:
+    async def fails_later() -> None:
+        await asyncio.sleep(0)
+        raise ConnectionError("smtp down")
+
+    with contextlib.suppress(ExceptionGroup):
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fails_later())
+    # A TaskGroup whose child failed during its exit leaves a cancel request
+    # on its Task on Python < 3.13; then the task's own cancellation.
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+async def is_cancelled_by_a_task_it_started() -> None:
+    me = asyncio.current_task()
+    assert me is not None
+
+    async def watchdog() -> None:
+        await asyncio.sleep(0)
+        me.cancel()
+
+    child = asyncio.create_task(watchdog())
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await child
+
+
+@pytest.mark.parametrize(
+    "task",
+    [leaves_a_task_group_then_cancels_on_its_own, is_cancelled_by_a_task_it_started],
+)
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_cancellations_the_task_caused_are_its_own_failure(
+    events: list[object], mode: str, task: Any
+) -> None:
+    app = BackgroundTasksMiddleware(
+        scheduling((task,), (events.append, "next")), mode=mode
+    )
+    request = await start_request(app, events)
+    await request  # the server sees no cancellation
+    await app.join()
+
+    assert events[-1] == "next"
+    assert (app.stats.failed, app.stats.succeeded) == (1, 1)
+
+
+async def test_a_task_that_withdraws_its_timeouts_cancel_leaves_the_next_cancellable(
+    events: list[object],
+) -> None:
+    second_started, dropped = asyncio.Event(), list[DroppedTask]()
+
+    @task_options(timeout=0.01)
+    async def withdraws_its_timeout() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def second() -> None:
+        second_started.set()
+        await asyncio.Event().wait()
+
+    app = BackgroundTasksMiddleware(
+        scheduling((withdraws_its_timeout,), (second,), (events.append, "third")),
+        mode="inline",
+        on_drop=dropped.append,
+    )
+    request = await start_request(app, events)
+    await second_started.wait()
+
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    assert "third" not in events
+    assert app.stats.timed_out == 1
+    assert dropped_as(dropped) == [("append", "cancelled"), ("second", "cancelled")]
+
+
+async def test_a_coroutine_a_plain_def_returns_after_its_timeout_never_runs(
+    events: list[object],
+) -> None:
+    release = threading.Event()
+
+    async def never_awaited() -> None:
+        events.append("coroutine ran")
+
+    @task_options(timeout=0.01)
+    def returns_a_coroutine_late() -> Any:
+        release.wait(timeout=HANG)
+        return never_awaited()
+
+    class ReleaseOnceTimedOut(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            release.set()
+
+    logger = logging.getLogger("asgi_bgtasks")
+    handler = ReleaseOnceTimedOut(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        app = BackgroundTasksMiddleware(
+            scheduling((returns_a_coroutine_late,), (events.append, "next")),
+            mode="inline",
+        )
+        request = await start_request(app, events)
+        await request
+    finally:
+        logger.removeHandler(handler)
+
+    assert "coroutine ran" not in events
+    assert events[-1] == "next"
+    assert (app.stats.timed_out, app.stats.succeeded) == (1, 1)
