@@ -10,6 +10,9 @@ Run, from the repository root, each in a terminal of its own (Debian:
 
 ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` default to databases 0
 and 1 of that Redis; e-mail goes to ``SMTP_PORT`` (see ``examples/tasks.py``).
+With ``EXAMPLES_TRACE_FILE`` set (to a file per process), the web process and
+the worker trace into that file (``examples/trace_file.py``), and a job's span
+joins the trace of the request that enqueued it.
 
 - ``POST /signup?email=...`` answers 201 with a job id at once. After the
   response, a background task enqueues the welcome e-mail job (a network
@@ -22,14 +25,16 @@ and 1 of that Redis; e-mail goes to ``SMTP_PORT`` (see ``examples/tasks.py``).
   default 30) could not finish spills over to Celery through ``on_drop``.
 """
 
+import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
+from celery.signals import worker_process_init
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -45,6 +50,12 @@ from examples.tasks import record, send_email, send_welcome_email
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger(__name__)
+
+TRACE_FILE = os.environ.get("EXAMPLES_TRACE_FILE")  # unset: no tracing
+if TRACE_FILE:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    from examples.trace_file import trace_to_file
 
 celery = Celery(
     "examples",
@@ -137,14 +148,35 @@ def report_failure(task: TaskInfo, error: BaseException) -> None:
     record("background task failed", task=task.name, error=type(error).__name__)
 
 
+@worker_process_init.connect
+def trace_worker_process(**kwargs: object) -> None:
+    """In each worker process (solo pool: the worker itself), before its first
+    job: a tracer provider, then the Celery instrumentation."""
+    if TRACE_FILE:
+        trace_to_file(TRACE_FILE)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """At the web process's start-up: the same, for the enqueues."""
+    if TRACE_FILE:
+        trace_to_file(TRACE_FILE)
+    yield
+
+
+web = Starlette(
+    routes=[
+        Route("/signup", signup, methods=["POST"]),
+        Route("/jobs/{job}", job_status),
+        Route("/invite", invite, methods=["POST"]),
+    ],
+    lifespan=lifespan,
+)
+if TRACE_FILE:  # the request's span, continuing the client's traceparent
+    web = OpenTelemetryMiddleware(web, excluded_urls="/jobs")
+
 app = BackgroundTasksMiddleware(
-    Starlette(
-        routes=[
-            Route("/signup", signup, methods=["POST"]),
-            Route("/jobs/{job}", job_status),
-            Route("/invite", invite, methods=["POST"]),
-        ]
-    ),
+    web,
     shutdown_timeout=float(os.environ.get("SHUTDOWN_TIMEOUT", "30")),
     on_error=report_failure,
     on_drop=spill_over_to_celery,

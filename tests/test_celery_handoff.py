@@ -91,19 +91,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def worker(
-    broker: Redis, sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Example]:
-    """``celery -A examples.celery_handoff:celery worker`` (solo pool) with its
-    output and its activity log; stopped with a warm shutdown."""
-    folder = tmp_path_factory.mktemp("celery-worker")
-    env = {
-        **os.environ,
-        **broker.env(),
-        "SMTP_PORT": str(sink.port),
-        "EXAMPLES_ACTIVITY": str(folder / "activity.jsonl"),
-    }
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], folder: Path) -> Iterator[Example]:
+    """``celery -A examples.celery_handoff:celery worker`` (solo pool) with
+    ``env`` added to ours, its output and its activity log in ``folder``;
+    stopped with a warm shutdown."""
+    env = {**os.environ, **env, "EXAMPLES_ACTIVITY": str(folder / "activity.jsonl")}
     command = [sys.executable, "-m", "celery", "-A", "examples.celery_handoff:celery"]
     command += ["worker", "--pool", "solo", "--loglevel", "INFO"]
     command += ["--without-gossip", "--without-mingle", "--hostname", "test@%h"]
@@ -127,6 +120,16 @@ def worker(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    broker: Redis, sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Example]:
+    folder = tmp_path_factory.mktemp("celery-worker")
+    env = {**broker.env(), "SMTP_PORT": str(sink.port)}
+    with celery_worker(env, folder) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
