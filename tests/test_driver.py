@@ -351,3 +351,37 @@ async def test_a_coroutine_a_plain_def_returns_after_its_timeout_never_runs(
     assert "coroutine ran" not in events
     assert events[-1] == "next"
     assert (app.stats.timed_out, app.stats.succeeded) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_cancel_a_task_left_behind_ends_its_chain_while_it_waits(
+    events: list[object], mode: str
+) -> None:
+    """A task that arranges for its chain's Task to be cancelled later, and
+    returns: the cancellation lands while the chain waits to retry the next
+    task, which is dropped; the request's call is not cancelled."""
+    dropped = list[DroppedTask]()
+
+    async def leaves_a_cancel_behind() -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        asyncio.get_running_loop().call_soon(me.cancel)
+
+    @task_options(retries=1, retry_delay=HANG)
+    async def fails_once() -> None:
+        events.append("attempt")
+        raise ConnectionError("smtp down")
+
+    app = BackgroundTasksMiddleware(
+        scheduling((leaves_a_cancel_behind,), (fails_once,)),
+        mode=mode,
+        on_drop=dropped.append,
+    )
+    request = await start_request(app, events)
+    await request
+    await app.join()
+
+    assert events.count("attempt") == 1
+    assert dropped_as(dropped) == [("fails_once", "cancelled")]
+    assert (app.stats.succeeded, app.stats.dropped) == (1, 1)
+    assert_accounted(app.stats)
