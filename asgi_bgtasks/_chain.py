@@ -52,10 +52,9 @@ class Run:
 
     Facts: ``timed_out``, its timeout passed; ``cancelled_for``, its chain
     was cancelled while it ran; ``abandoned``, the runner stopped waiting for
-    it to unwind; ``own``, cancel requests its own code made; ``error``, what
-    it raised. `outcome` decides from these alone. A plain ``def`` task's
-    ``job`` can be cancelled only until a thread takes it (``in_thread`` is
-    False from then on if it was).
+    it to unwind; ``error``, what it raised. `outcome` decides from these
+    alone. A plain ``def`` task's ``job`` can be cancelled only until a
+    thread takes it (``in_thread`` is False from then on if it was).
     """
 
     __slots__ = (
@@ -66,7 +65,6 @@ class Run:
         "in_thread",
         "job",
         "observed",
-        "own",
         "result",
         "returned",
         "started",
@@ -81,7 +79,6 @@ class Run:
         self.timed_out = False
         self.cancelled_for: Reason | None = None
         self.abandoned = False
-        self.own = 0
         self.error: BaseException | None = None
         self.result: Any = None
         self.returned = False  # its job has ended (a plain def task)
@@ -220,7 +217,7 @@ class Chain:
         finally:
             if self.state is not DONE and self._run is None:
                 self._finish()
-            self._leave()
+            self._host = None  # no reference cycle through the chain's Task
 
     def _while_quick(
         self, task: _Task | None, quick: bool
@@ -236,18 +233,18 @@ class Chain:
         assert host is not None
         while task is not None and task.options is DEFAULTS and not task.in_thread:
             context = task.context
-            level = host.cancelling()
             try:
                 steps = _iterator(context.run(task.func, *task.args, **task.kwargs))
                 yielded = context.run(steps.send, None)
             except StopIteration:
-                if host.cancelling() != level or _cancel_pending(host):
-                    return task, (None, _ENDED, None, level)
+                # Between tasks the chain's Task has no cancel request left.
+                if host.cancelling() != self._base or _cancel_pending(host):
+                    return task, (None, _ENDED, None)  # the general way withdraws it
                 task = self.tasks._succeeded_and_take(task)
                 continue
             except BaseException as error:
-                return task, (None, _ENDED, error, level)
-            return task, (steps, yielded, None, level)
+                return task, (None, _ENDED, error)
+            return task, (steps, yielded, None)
         return task, None
 
     async def _attempt(self, task: _Task, first: "_FirstStep | None") -> None:
@@ -263,10 +260,9 @@ class Chain:
         if timeout is not None:
             run.timer = loop.call_later(timeout, runner.expire, self, run)
         if first is not None:
-            steps, yielded, run.error, level = first
-            run.own = max(self._host.cancelling() - level, 0)  # type: ignore[union-attr]
+            steps, yielded, run.error = first
             if yielded is not _ENDED:
-                await _step_through(self, run, steps, yielded)
+                await _step_through(run, steps, yielded)
         elif run.in_thread:
             if not await self._in_thread(run):
                 return  # the chain left it to its thread, which settles it
@@ -277,7 +273,7 @@ class Chain:
                     _never_awaited(result)  # its time is up, or its chain ended
                     run.error = asyncio.CancelledError()
                 else:  # a plain def that returned a coroutine: await it here
-                    await _step_through(self, run, _iterator(result), _UNSTARTED)
+                    await _step_through(run, _iterator(result), _UNSTARTED)
         else:
             try:
                 result = run.context.run(task.func, *task.args, **task.kwargs)
@@ -286,7 +282,7 @@ class Chain:
                 run.error = error
             else:
                 del result
-                await _step_through(self, run, steps, _UNSTARTED)
+                await _step_through(run, steps, _UNSTARTED)
         if run.error is None and _cancel_pending(self._host):
             # It asked to cancel itself and returned: asyncio would end its
             # Task cancelled.
@@ -388,23 +384,16 @@ class Chain:
         run = self._run
         return self.state is CANCELLING and run is not None and not run.in_thread
 
-    def _stop(self, reason: Reason) -> State:
-        """Start no further task and drop the rest; return the state it was in."""
+    def cancel(self, reason: Reason) -> None:
+        """Start no further task: drop the rest, cancel the running one."""
         was = self.state
         if was in (CANCELLING, DONE):
-            return was
+            return
         self.state = CANCELLING
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
         self._runner.abandon(self.tasks._close(), reason)
-        return was
-
-    def cancel(self, reason: Reason) -> None:
-        """Start no further task: drop the rest, cancel the running one."""
-        was = self._stop(reason)
-        if was in (CANCELLING, DONE):
-            return
         run = self._run
         if run is not None and run.timer is not None:
             run.timer.cancel()  # the first cause wins: no timeout from now on
@@ -454,10 +443,6 @@ class Chain:
         if ended is not None and not ended.done():
             ended.set_result(None)
 
-    def _leave(self) -> None:
-        """The driver is done: no reference cycle through the host Task."""
-        self._host = None
-
     async def _sleep(self) -> None:
         """Wait until `_wake_up`."""
         wake = self._wake = asyncio.get_running_loop().create_future()
@@ -473,8 +458,8 @@ class Chain:
 
 
 # What a task's first step gave `drive`: its steps, what it yielded (or
-# _ENDED), what it raised, and the host's cancel requests before it.
-_FirstStep = tuple[Any, Any, BaseException | None, int]
+# _ENDED), and what it raised.
+_FirstStep = tuple[Any, Any, BaseException | None]
 _ENDED = object()
 _UNSTARTED = object()  # no step taken yet whose yield is to be handed up
 
@@ -509,22 +494,16 @@ def _iterator(awaitable: Any) -> Any:
 
 
 @types.coroutine
-def _step_through(
-    chain: Chain, run: Run, it: Any, yielded: Any
-) -> Generator[Any, Any, None]:
+def _step_through(run: Run, it: Any, yielded: Any) -> Generator[Any, Any, None]:
     """Drive ``it`` to its end in ``run``'s context, step by step, in the
-    chain's host Task: what it yields goes to the Task, what the Task sends
-    or throws goes to it; ``yielded``, what its first step yielded, if that
-    was taken already. Records what it raised, and counts the cancel
-    requests made on the host during its steps as its own."""
-    host = chain._host
-    assert host is not None
+    chain's Task: what it yields goes to the Task, what the Task sends or
+    throws goes to it; ``yielded``, what its first step yielded, if that was
+    taken already. Records what it raised."""
     run_in = run.context.run
     value: Any = None
     thrown: BaseException | None = None
     while True:
         if yielded is _UNSTARTED:
-            level = host.cancelling()
             try:
                 if thrown is None:
                     yielded = run_in(it.send, value)
@@ -536,10 +515,6 @@ def _step_through(
             except BaseException as error:
                 run.error = error
                 break
-            finally:
-                made = host.cancelling() - level
-                if made > 0:
-                    run.own += made
         try:
             value = yield yielded
         except BaseException as error:  # GeneratorExit too: it closes the task
