@@ -219,17 +219,8 @@ class BackgroundTasks:
 
     def _take(self) -> _Task | None:
         """The next task, now counted running; None closes the list."""
-        ledger = self._ledger
-        with ledger.lock:
-            items = self._items
-            if self._next == len(items):
-                self._open = False
-                return None
-            task = items[self._next]
-            items[self._next] = None  # the list no longer keeps its arguments
-            self._next += 1
-            ledger.running += 1
-        return task
+        with self._ledger.lock:
+            return self._next_task()
 
     def _succeeded_and_take(self, task: _Task) -> _Task | None:
         """``task`` succeeded: count it; then `_take`, under the same lock."""
@@ -237,18 +228,22 @@ class BackgroundTasks:
         with ledger.lock:
             ledger.running -= 1
             ledger.succeeded += 1
-            items = self._items
-            if self._next == len(items):
-                self._open = False
-                following = None
-            else:
-                following = items[self._next]
-                items[self._next] = None
-                self._next += 1
-                ledger.running += 1
+            following = self._next_task()
         if ledger.joins:
             ledger.ended(task.seq)
         return following
+
+    def _next_task(self) -> _Task | None:
+        """`_take`, the ledger's lock held."""
+        items = self._items
+        if self._next == len(items):
+            self._open = False
+            return None
+        task = items[self._next]
+        items[self._next] = None  # the list no longer keeps its arguments
+        self._next += 1
+        self._ledger.running += 1
+        return task
 
     def _put_back(self, task: _Task) -> None:
         """``task``, just taken, waits to be retried: it is next again, and
