@@ -147,13 +147,10 @@ class BackgroundTasksMiddleware:
             error = raised
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
-        if not tasks._close_if_empty():
-            if error is None and watch is not None and watch.delivered():
-                why_not = None  # the common case, decided at once
-            else:
-                why_not = _why_not_run(watch, error)
-            if self._hand_off(tasks, why_not, error):
-                await self._run_inline(self._runner.run(tasks))
+        if not tasks._close_if_empty() and self._hand_off(
+            tasks, _why_not_run(watch, error), error
+        ):
+            await self._run_inline(self._runner.run(tasks))
         if error is not None:
             try:
                 raise error
@@ -312,10 +309,6 @@ class _ResponseWatch:
         ):
             return self._send_final(message)
         return self._send(message)
-
-    def delivered(self) -> bool:
-        """Whether a response with a status below 500 was sent in full."""
-        return self.ended and 0 < self.status < 500
 
     async def _send_final(self, message: Message) -> None:
         try:

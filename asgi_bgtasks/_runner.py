@@ -49,10 +49,10 @@ DropHandler = Callable[[DroppedTask], None]
 class TaskRunner:
     """Runs chains, at most ``max_concurrency`` at once, in FIFO order.
 
-    Inline and detached chains are the same but for their Task: an inline
-    one is driven by its request's call, a detached one by a Task of its
-    own. Every chain that was handed over and is not done is known here, so
-    shutdown can end them all.
+    Inline and detached chains are the same, each run in a Task of its own,
+    but for who waits: an inline chain's request call awaits it. Every chain
+    that was handed over and is not done is known here, so shutdown can end
+    them all.
     """
 
     def __init__(
@@ -104,8 +104,9 @@ class TaskRunner:
             chain.start_detached()
 
     def run(self, tasks: BackgroundTasks) -> Chain:
-        """Run ``tasks`` inline: the caller awaits `Chain.drive`."""
-        return self._admit(tasks, True)
+        """Run ``tasks`` inline: the caller starts the chain it returns
+        (`Chain.start_inline`) and awaits it."""
+        return self._admit(tasks, inline=True)
 
     def _admit(self, tasks: BackgroundTasks, inline: bool) -> Chain:
         chain = Chain(self, tasks, inline)
