@@ -11,11 +11,10 @@ Prometheus scrapes.
 
 import itertools
 import logging
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -28,6 +27,7 @@ from starlette.routing import Route
 
 import asgi_bgtasks.prometheus
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
+from examples.span_json import as_dict
 
 logging.basicConfig(level=logging.INFO)
 order_numbers = itertools.count(1)
@@ -55,21 +55,6 @@ async def place_order(request: Request) -> JSONResponse:
     add_task(send_receipt, request.query_params["email"], order)
     add_task(sync_crm, order)
     return JSONResponse({"order": order}, status_code=201)
-
-
-def as_dict(span: ReadableSpan) -> dict[str, Any]:
-    parent = span.parent
-    return {
-        "name": span.name,
-        "kind": span.kind.name,
-        "trace_id": format(span.context.trace_id, "032x"),
-        "span_id": format(span.context.span_id, "016x"),
-        "parent_id": None if parent is None else format(parent.span_id, "016x"),
-        "start": span.start_time,
-        "attributes": dict(span.attributes or {}),
-        "status": span.status.status_code.name,
-        "events": [event.name for event in span.events],
-    }
 
 
 async def finished_spans(request: Request) -> JSONResponse:

@@ -8,7 +8,6 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
@@ -19,20 +18,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-
-def as_dict(span: ReadableSpan) -> dict[str, Any]:
-    parent = span.parent
-    return {
-        "name": span.name,
-        "kind": span.kind.name,
-        "trace_id": format(span.context.trace_id, "032x"),
-        "span_id": format(span.context.span_id, "016x"),
-        "parent_id": None if parent is None else format(parent.span_id, "016x"),
-        "start": span.start_time,
-        "attributes": dict(span.attributes or {}),
-        "status": span.status.status_code.name,
-        "events": [event.name for event in span.events],
-    }
+from examples.span_json import as_dict
 
 
 class JsonLinesExporter(SpanExporter):
