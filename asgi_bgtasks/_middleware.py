@@ -35,6 +35,11 @@ LIFESPAN_ABORTED = (
 )
 
 
+# Enough for I/O-bound tasks at full load: 50 ms tasks at 5,000 requests/s
+# keep 250 chains busy (100 throttled them to 2,000 tasks/s). Memory is
+# bounded by max_pending, not by this.
+DEFAULT_MAX_CONCURRENCY = 1_000
+
 # Python's own default for a thread pool: threads for plain def tasks are
 # mostly waiting on I/O, but each one is a real OS thread.
 DEFAULT_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
@@ -55,9 +60,10 @@ class BackgroundTasksMiddleware:
             (then drained on shutdown), inline otherwise. See "Drain modes".
         max_concurrency: How many requests' task chains run at once, in
             either mode; the others wait in one FIFO queue. An int >= 1.
-        max_pending: Detached only: once more tasks than this wait, new
-            requests run their tasks inline (backpressure, never a drop).
-            An int >= 1.
+        max_pending: Detached only: once this many tasks wait (not
+            counting those of held requests), the final response message of
+            a request that added tasks is held until fewer do (backpressure: memory stays bounded,
+            nothing is dropped). An int >= 1.
         max_threads: Worker threads of the middleware's own pool for plain
             ``def`` tasks (never the loop's default executor). The default
             is ``min(32, os.cpu_count() + 4)``. An int >= 1.
@@ -81,7 +87,7 @@ class BackgroundTasksMiddleware:
         /,
         *,
         mode: Mode = "auto",
-        max_concurrency: int = 100,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_pending: int = 10_000,
         max_threads: int = DEFAULT_MAX_THREADS,
         task_timeout: float | None = None,
@@ -109,7 +115,7 @@ class BackgroundTasksMiddleware:
         self.max_pending = max_pending
         self.shutdown_timeout = shutdown_timeout
         self.run_on_error = run_on_error
-        self._ledger = Ledger()
+        self._ledger = Ledger(max_pending)
         self._runner = TaskRunner(
             self._ledger,
             max_concurrency=max_concurrency,
@@ -139,7 +145,9 @@ class BackgroundTasksMiddleware:
             return
         tasks = scope[SCOPE_KEY] = BackgroundTasks(self._ledger)
         token = _current.set(tasks)
-        watch = _ResponseWatch(send) if scope_type == "http" else None
+        watch = None
+        if scope_type == "http":
+            watch = _ResponseWatch(send, tasks, self if self._detached else None)
         error: BaseException | None = None
         try:
             await self.app(scope, receive, send if watch is None else watch.send)
@@ -175,17 +183,19 @@ class BackgroundTasksMiddleware:
                 return False
         if runner.expired:
             runner.abandon(tasks._close(), "shutdown")
-        elif (
-            self._detached
-            and runner.accepting
-            and (cancelled or self._ledger.pending <= self.max_pending)
-        ):
+        elif self._detached and runner.accepting:
             runner.submit(tasks)
         elif cancelled:  # this call is being cancelled: it cannot run them
             runner.abandon(tasks._close(), "cancelled")
         else:
             return True
         return False
+
+    async def room_for(self, tasks: BackgroundTasks) -> None:
+        """Backpressure, detached: hold a request that added ``tasks`` until
+        fewer than ``max_pending`` tasks wait (`Ledger.room`)."""
+        if self._runner.accepting:
+            await self._ledger.room(tasks._items)
 
     def _runs_on_error(self, task: _Task) -> bool:
         """Whether ``task`` runs after a failed request (its own option first)."""
@@ -275,13 +285,30 @@ class _ResponseWatch:
     """Wraps ``send`` to learn the status and whether the response ended.
 
     The response has ended once the server's ``send`` of the final message
-    returned; messages after that change nothing.
+    returned; messages after that change nothing. With ``backlog`` (detached
+    mode), the final message of a request that added tasks waits for room
+    (`BackgroundTasksMiddleware.room_for`).
     """
 
-    __slots__ = ("_send", "ended", "send_failed", "status", "trailers")
+    __slots__ = (
+        "_send",
+        "backlog",
+        "ended",
+        "send_failed",
+        "status",
+        "tasks",
+        "trailers",
+    )
 
-    def __init__(self, send: Send) -> None:
+    def __init__(
+        self,
+        send: Send,
+        tasks: BackgroundTasks,
+        backlog: BackgroundTasksMiddleware | None,
+    ) -> None:
         self._send = send
+        self.tasks = tasks
+        self.backlog = backlog
         self.status = 0
         self.trailers = False
         self.ended = False
@@ -311,6 +338,8 @@ class _ResponseWatch:
         return self._send(message)
 
     async def _send_final(self, message: Message) -> None:
+        if self.backlog is not None and self.tasks._items:
+            await self.backlog.room_for(self.tasks)
         try:
             await self._send(message)
         except BaseException:

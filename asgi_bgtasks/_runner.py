@@ -152,6 +152,7 @@ class TaskRunner:
         is shut down (threads that cannot be stopped finish on their own).
         """
         self.accepting = False
+        self.ledger.release_holds()
         unfinished = self.ledger.unfinished
         if unfinished:  # else nothing to wait for, whatever the timeout
             logger.info(DRAINING, timeout, unfinished)

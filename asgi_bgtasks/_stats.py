@@ -2,6 +2,8 @@
 
 import asyncio
 import threading
+from collections import deque
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,8 +53,20 @@ class _Join:
         self.done = asyncio.get_running_loop().create_future()
 
 
+class _Hold:
+    """A request held back for room in the backlog; ``tasks``, the list of
+    what it added (its length is how many of them wait)."""
+
+    __slots__ = ("done", "tasks")
+
+    def __init__(self, tasks: Sized) -> None:
+        self.tasks = tasks
+        self.done = asyncio.get_running_loop().create_future()
+
+
 class Ledger:
-    """The live counters behind `Stats`, and waiting for tasks to end.
+    """The live counters behind `Stats`, and waiting for tasks to end or
+    for room in the backlog.
 
     Every change happens under ``lock``: ``add_task`` may count a task from
     any thread, and a snapshot taken in any thread is consistent. Tasks are
@@ -63,8 +77,10 @@ class Ledger:
     __slots__ = (
         "dropped",
         "failed",
+        "holds",
         "joins",
         "lock",
+        "max_pending",
         "retried",
         "running",
         "scheduled",
@@ -72,7 +88,8 @@ class Ledger:
         "timed_out",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int) -> None:
+        self.max_pending = max_pending  # the bound of `room`
         self.lock = threading.Lock()
         self.scheduled = 0
         self.running = 0
@@ -82,6 +99,7 @@ class Ledger:
         self.timed_out = 0
         self.dropped = 0
         self.joins: list[_Join] = []
+        self.holds: deque[_Hold] = deque()  # oldest first
 
     def _settled(self) -> int:
         return self.succeeded + self.failed + self.timed_out + self.dropped
@@ -127,6 +145,46 @@ class Ledger:
         if self.joins:
             for seq in seqs:
                 self.ended(seq)
+        if self.holds:
+            self.make_room()
+
+    def backlog(self, holds: Iterable[_Hold]) -> int:
+        """Pending tasks but those of ``holds``: what held requests wait on."""
+        return self.pending - sum(len(hold.tasks) for hold in holds)
+
+    async def room(self, tasks: Sized) -> None:
+        """Backpressure: wait while ``max_pending`` or more tasks are
+        pending, not counting those of held requests (``tasks``, the
+        caller's own, included): held requests never wait on each other.
+        Behind requests held already, in turn."""
+        hold = _Hold(tasks)
+        if not self.holds and self.backlog([hold]) < self.max_pending:
+            return
+        self.holds.append(hold)
+        try:
+            await hold.done
+        finally:
+            if hold.done.cancelled() and hold in self.holds:
+                self.holds.remove(hold)
+
+    def make_room(self) -> None:
+        """Pending tasks started or were dropped: let held requests go, the
+        oldest first, while the backlog (with theirs) is below
+        ``max_pending``."""
+        holds = self.holds
+        backlog = self.backlog(holds)
+        while holds and backlog < self.max_pending:
+            hold = holds.popleft()
+            backlog += len(hold.tasks)
+            if not hold.done.done():  # else its request was cancelled while held
+                hold.done.set_result(None)
+
+    def release_holds(self) -> None:
+        """Let every held request go."""
+        while self.holds:
+            done = self.holds.popleft().done
+            if not done.done():  # else its request was cancelled while held
+                done.set_result(None)
 
     async def join(self) -> None:
         """Wait until every task scheduled before this call has ended."""

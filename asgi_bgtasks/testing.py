@@ -79,7 +79,7 @@ class run_tasks_on_exit:
     """
 
     def __init__(self) -> None:
-        ledger = Ledger()
+        ledger = Ledger(max_pending=1)  # never held: nothing is detached
         self._runner = TaskRunner(
             ledger,
             max_concurrency=1,

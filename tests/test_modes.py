@@ -7,9 +7,11 @@ import pytest
 from helpers import (
     Gate,
     Lifespan,
+    Recorder,
     call,
     http_scope,
     lingering,
+    request_receive,
     scheduling,
     start_request,
     with_lifespan,
@@ -116,7 +118,30 @@ async def test_max_concurrency_bounds_chains_and_starts_them_in_order(
     assert app.stats.succeeded == 5
 
 
-async def test_overflow_past_max_pending_runs_inline_in_turn_and_loses_nothing(
+class StartRecorder(Recorder):
+    """A `Recorder` that also tells when the response has started."""
+
+    def __init__(self, events: list[object]) -> None:
+        super().__init__(events)
+        self.started = asyncio.Event()
+
+    async def __call__(self, message: dict[str, object]) -> None:
+        self.started.set()
+        await super().__call__(message)
+
+
+async def held_request(
+    app: object, events: list[object], label: str
+) -> "tuple[asyncio.Task[None], Recorder]":
+    """Start request ``/label``; return once its app has sent its start."""
+    recorder = StartRecorder(events)
+    scope = http_scope(f"/{label}")
+    request = asyncio.create_task(app(scope, request_receive, recorder))
+    await recorder.started.wait()
+    return request, recorder
+
+
+async def test_past_max_pending_the_final_message_waits_for_room_and_nothing_is_lost(
     events: list[object],
 ) -> None:
     gate = Gate(events)
@@ -125,15 +150,115 @@ async def test_overflow_past_max_pending_runs_inline_in_turn_and_loses_nothing(
     )
     await call_and_note(app, events, "1")
     await gate.arrived["1"].wait()  # 1 runs, holding the only slot
-    await call_and_note(app, events, "2")  # 1 pending: detached, queued
-    third = await start_request(app, events, "/3")  # 2 pending: inline, waits
+    await call_and_note(app, events, "2")  # 2 waits: the backlog is full
+    third, sent = await held_request(app, events, "3")
+    for _ in range(10):  # whatever else runs meanwhile, 3's body stays held
+        await asyncio.sleep(0)
 
-    assert not third.done()
+    assert not sent.body_sent.is_set()
+    assert (app.stats.running, app.stats.pending) == (1, 2)
+    events.append("gate opens")
     gate.opened.set()
     await third
+    await app.join()
 
-    assert events[-5:] == ["1 done", "2 started", "2 done", "3 started", "3 done"]
+    after = events[events.index("gate opens") :]
+    assert after.index("2 started") < after.index("http.response.body")
+    assert after.index("http.response.body") < after.index("3 started")
+    assert after[-2:] == ["3 started", "3 done"]
     assert app.stats.succeeded == 3
+
+
+async def test_held_requests_never_wait_for_each_others_tasks(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
+    )
+    await call_and_note(app, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(app, events, "2")
+    third, _ = await held_request(app, events, "3")
+    fourth, _ = await held_request(app, events, "4")
+
+    gate.opened.set()  # 2 starts: only 3's and 4's own tasks are left pending
+    await asyncio.wait_for(asyncio.gather(third, fourth), timeout=30)
+    await app.join()
+
+    assert app.stats.succeeded == 4
+
+
+async def test_a_request_is_never_held_for_its_own_tasks(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        scheduling(*[(gate.task, str(n)) for n in range(5)]),
+        mode="detached",
+        max_pending=2,
+    )
+
+    await asyncio.wait_for(call_and_note(app, events, "request"), timeout=30)
+    gate.opened.set()
+    await app.join()
+
+    assert events[:3] == [*RESPONSE, "request call returned"]
+    assert app.stats.succeeded == 5
+
+
+async def test_a_held_request_cancelled_by_the_server_drops_its_tasks_loudly(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
+    )
+    await call_and_note(app, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(app, events, "2")
+    third, sent = await held_request(app, events, "3")
+
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    gate.opened.set()
+    await app.join()
+
+    assert not sent.body_sent.is_set()
+    assert "3 started" not in events
+    assert (app.stats.succeeded, app.stats.dropped) == (2, 1)
+    assert caplog.messages[-1] == (
+        "dropped 1 background task(s) because the app was cancelled before "
+        "its final response message: helpers.Gate.task"
+    )
+    await call_and_note(app, events, "4")  # the hold was let go of: 4 is not held
+    await app.join()
+    assert events[-2:] == ["4 started", "4 done"]
+
+
+async def test_shutdown_lets_held_requests_go(events: list[object]) -> None:
+    gate = Gate(events)
+    app = BackgroundTasksMiddleware(
+        with_lifespan(numbered_requests(gate.task), events),
+        max_concurrency=1,
+        max_pending=1,
+        shutdown_timeout=0,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call_and_note(app, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(app, events, "2")
+    third, sent = await held_request(app, events, "3")
+
+    shutdown = asyncio.create_task(lifespan.shutdown())
+    await sent.body_sent.wait()
+    await third
+    await shutdown
+
+    assert "3 started" not in events
+    assert app.stats.dropped == 3  # 1 running, 2 and 3 pending at the deadline
 
 
 async def test_inline_chain_cancelled_while_waiting_for_a_slot_is_dropped_loudly(
