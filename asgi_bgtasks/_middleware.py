@@ -62,8 +62,8 @@ class BackgroundTasksMiddleware:
             either mode; the others wait in one FIFO queue. An int >= 1.
         max_pending: Detached only: once this many tasks wait (not
             counting those of held requests), the final response message of
-            a request that added tasks is held until fewer do (backpressure: memory stays bounded,
-            nothing is dropped). An int >= 1.
+            a request that added tasks is held until fewer do (backpressure:
+            memory stays bounded, nothing is dropped). An int >= 1.
         max_threads: Worker threads of the middleware's own pool for plain
             ``def`` tasks (never the loop's default executor). The default
             is ``min(32, os.cpu_count() + 4)``. An int >= 1.
