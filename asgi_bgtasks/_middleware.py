@@ -191,11 +191,13 @@ class BackgroundTasksMiddleware:
             return True
         return False
 
-    async def room_for(self, tasks: BackgroundTasks) -> None:
-        """Backpressure, detached: hold a request that added ``tasks`` until
-        fewer than ``max_pending`` tasks wait (`Ledger.room`)."""
-        if self._runner.accepting:
-            await self._ledger.room(tasks._items)
+    def held(self, tasks: BackgroundTasks) -> Awaitable[None] | None:
+        """Backpressure, detached: what a request that added ``tasks`` must
+        await before its final message (`Ledger.room`), if anything."""
+        items = tasks._items
+        if self._runner.accepting and self._ledger.crowded(len(items)):
+            return self._ledger.room(items)
+        return None
 
     def _runs_on_error(self, task: _Task) -> bool:
         """Whether ``task`` runs after a failed request (its own option first)."""
@@ -287,7 +289,7 @@ class _ResponseWatch:
     The response has ended once the server's ``send`` of the final message
     returned; messages after that change nothing. With ``backlog`` (detached
     mode), the final message of a request that added tasks waits for room
-    (`BackgroundTasksMiddleware.room_for`).
+    (`BackgroundTasksMiddleware.held`).
     """
 
     __slots__ = (
@@ -339,7 +341,9 @@ class _ResponseWatch:
 
     async def _send_final(self, message: Message) -> None:
         if self.backlog is not None and self.tasks._items:
-            await self.backlog.room_for(self.tasks)
+            held = self.backlog.held(self.tasks)
+            if held is not None:
+                await held
         try:
             await self._send(message)
         except BaseException:

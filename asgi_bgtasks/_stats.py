@@ -152,15 +152,21 @@ class Ledger:
         """Pending tasks but those of ``holds``: what held requests wait on."""
         return self.pending - sum(len(hold.tasks) for hold in holds)
 
+    def crowded(self, own: int) -> bool:
+        """Whether a request with ``own`` pending tasks may have to wait for
+        room: a quick look without the lock; `room` decides."""
+        return bool(self.holds) or (
+            self.scheduled - self.running - self._settled() - own >= self.max_pending
+        )
+
     async def room(self, tasks: Sized) -> None:
         """Backpressure: wait while ``max_pending`` or more tasks are
         pending, not counting those of held requests (``tasks``, the
         caller's own, included): held requests never wait on each other.
         Behind requests held already, in turn."""
         hold = _Hold(tasks)
-        if not self.holds and self.backlog([hold]) < self.max_pending:
-            return
         self.holds.append(hold)
+        self.make_room()  # the backlog may be theirs alone now
         try:
             await hold.done
         finally:

@@ -129,7 +129,8 @@ class _Task:
             self.options = options_of(func)
         self.func = func
         self.args = args
-        self.kwargs = kwargs
+        # Most calls pass no keyword: keep none (64 bytes per pending task).
+        self.kwargs = kwargs or _NO_KWARGS
         self.context = contextvars.copy_context()
         self.seq = -1
         self.attempt = 1
@@ -143,7 +144,7 @@ class _Task:
         return TaskInfo(func=self.func, name=self.name)
 
     def dropped(self, reason: DropReason) -> DroppedTask:
-        return DroppedTask(self.func, self.args, self.kwargs, self.name, reason)
+        return DroppedTask(self.func, self.args, dict(self.kwargs), self.name, reason)
 
     def release(self) -> None:
         """It has ended: let go of what it calls, with, and in. Frames of the
@@ -151,8 +152,11 @@ class _Task:
         into its request's Task holds them until that Task's step ends)."""
         self.func = _ended
         self.args = ()
-        self.kwargs = {}
+        self.kwargs = _NO_KWARGS
         self.context = _ENDED_CONTEXT
+
+
+_NO_KWARGS: dict[str, Any] = {}  # shared: only ever unpacked, never changed
 
 
 def _ended() -> None:

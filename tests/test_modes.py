@@ -5,6 +5,8 @@ import contextlib
 
 import pytest
 from helpers import (
+    BODY,
+    START_200,
     Gate,
     Lifespan,
     Recorder,
@@ -17,7 +19,7 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware
+from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
 DETACHED_LOG = (
     "lifespan startup seen: background tasks run detached and are drained "
@@ -187,6 +189,33 @@ async def test_held_requests_never_wait_for_each_others_tasks(
     await app.join()
 
     assert app.stats.succeeded == 4
+
+
+async def test_held_for_tasks_of_a_request_in_flight_it_goes_on_once_that_one_is_held(
+    events: list[object],
+) -> None:
+    respond = asyncio.Event()
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        add_task(events.append, f"{scope['path']} task")
+        if scope["path"] == "/first":
+            await respond.wait()  # its task counts pending meanwhile
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="detached", max_pending=1)
+    first = asyncio.create_task(call(middleware, events, http_scope("/first")))
+    second, sent = await held_request(middleware, events, "second")
+    assert not sent.body_sent.is_set()  # held for the first request's task
+
+    respond.set()  # the first is held too: neither waits for the other
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=30)
+    await middleware.join()
+
+    assert sorted(e for e in events if str(e).endswith("task")) == [
+        "/first task",
+        "/second task",
+    ]
 
 
 async def test_a_request_is_never_held_for_its_own_tasks(
