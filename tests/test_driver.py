@@ -13,7 +13,10 @@ from helpers import (
     BODY,
     START_200,
     Lifespan,
+    Recorder,
     assert_accounted,
+    http_scope,
+    request_receive,
     scheduling,
     start_request,
     with_lifespan,
@@ -385,3 +388,43 @@ async def test_a_cancel_a_task_left_behind_ends_its_chain_while_it_waits(
     assert dropped_as(dropped) == [("fails_once", "cancelled")]
     assert (app.stats.succeeded, app.stats.dropped) == (1, 1)
     assert_accounted(app.stats)
+
+
+async def test_an_inline_chain_whose_tasks_end_at_once_ends_within_the_calls_step(
+    events: list[Any],
+) -> None:
+    async def at_once(label: str) -> None:
+        events.append(label)
+
+    app = BackgroundTasksMiddleware(
+        scheduling((at_once, "first"), (at_once, "second")), mode="inline"
+    )
+    call = app(http_scope(), request_receive, Recorder(events))
+
+    with pytest.raises(StopIteration):  # no loop turn was waited for
+        call.send(None)
+    assert events[-2:] == ["first", "second"]
+    assert app.stats.succeeded == 2
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_task_is_in_its_chains_task_from_its_first_step_to_its_last(
+    mode: str,
+) -> None:
+    seen: list[asyncio.Task[Any] | None] = []
+
+    async def twice() -> None:
+        seen.append(asyncio.current_task())
+        async with asyncio.timeout(60):  # bound to the Task of its first step
+            await asyncio.sleep(0)
+            seen.append(asyncio.current_task())
+
+    app = BackgroundTasksMiddleware(scheduling((twice,)), mode=mode)
+    request = asyncio.current_task()
+    await app(http_scope(), request_receive, Recorder([]))
+    await app.join()
+
+    assert len(seen) == 2
+    assert seen[0] is seen[1]
+    assert seen[0] is not request
+    assert app.stats.succeeded == 1
