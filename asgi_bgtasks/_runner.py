@@ -233,7 +233,9 @@ class TaskRunner:
         """Count a task that ran in its outcome, and report what went wrong;
         or, if it is to be retried, return the seconds to wait first.
 
-        The one place where a task that started gets its terminal state.
+        The one place where a task that started gets its terminal state,
+        but for a success on the quick path (`Chain._while_quick`), counted
+        with the take of the next task under one lock.
         """
         if run.timer is not None:
             run.timer.cancel()
