@@ -523,12 +523,17 @@ def _rest(
     thrown: BaseException | None = None
     try:
         yield  # primed: the Task's first step resumes from here
-    except BaseException as error:  # cancelled before its first step
+    except asyncio.CancelledError as error:  # cancelled before its first step
         thrown = error
     if first.ended:  # nothing left to run; a late cancel has nothing to end
         return
     yielded, value = first.yielded, None
     del first
+    # As a Task does with a cancel made before it waits: cancel what the
+    # first step awaits, with the cancel's message; if that cannot be,
+    # throw the cancel in.
+    if thrown is not None and yielded is not None and yielded.cancel(*thrown.args):
+        thrown = None
     while True:
         if thrown is None:
             try:

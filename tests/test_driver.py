@@ -428,3 +428,27 @@ async def test_a_task_is_in_its_chains_task_from_its_first_step_to_its_last(
     assert seen[0] is seen[1]
     assert seen[0] is not request
     assert app.stats.succeeded == 1
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_task_that_cancels_itself_then_awaits_cancels_what_it_awaits(
+    mode: str, events: list[Any]
+) -> None:
+    async def child() -> None:
+        events.append("child started")  # a cancelled Task never starts
+
+    async def cancels_itself_then_awaits() -> None:
+        started = asyncio.get_running_loop().create_task(child())
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        await started
+
+    app = BackgroundTasksMiddleware(
+        scheduling((cancels_itself_then_awaits,)), mode=mode
+    )
+    await app(http_scope(), request_receive, Recorder(events))
+    await app.join()
+    for _ in range(3):  # the child's first step, had it been left to run
+        await asyncio.sleep(0)
+
+    assert "child started" not in events
+    assert app.stats.failed == 1
