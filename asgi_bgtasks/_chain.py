@@ -132,6 +132,7 @@ class Chain:
         "_wake",
         "_watching",
         "inline",
+        "queued",
         "released",
         "state",
         "tasks",
@@ -151,6 +152,7 @@ class Chain:
         self._ended: asyncio.Future[None] | None = None
         self._watching: Sequence[Observer] = ()  # the runner's, if active
         self.released = 0.0  # when its request handed it over, if observed
+        self.queued = 0  # its tasks counted as waiting for a slot (`Ledger.queued`)
 
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
@@ -375,8 +377,9 @@ class Chain:
 
     def ended(self) -> "asyncio.Future[None]":
         """A future resolved once the chain is DONE, or once `cancel` has left
-        it to a worker thread that cannot be stopped."""
-        if self._ended is None:
+        it to a worker thread that cannot be stopped. (One that the server's
+        cancellation of the call awaiting it cancelled is replaced.)"""
+        if self._ended is None or self._ended.cancelled():
             self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 

@@ -60,9 +60,9 @@ class BackgroundTasksMiddleware:
             (then drained on shutdown), inline otherwise. See "Drain modes".
         max_concurrency: How many requests' task chains run at once, in
             either mode; the others wait in one FIFO queue. An int >= 1.
-        max_pending: Detached only: once this many tasks wait (not
-            counting those of held requests), the final response message of
-            a request that added tasks is held until fewer do (backpressure:
+        max_pending: Detached only: once this many tasks wait for a free
+            slot (``max_concurrency``), the final response message of a
+            request that added tasks is held until fewer do (backpressure:
             memory stays bounded, nothing is dropped). An int >= 1.
         max_threads: Worker threads of the middleware's own pool for plain
             ``def`` tasks (never the loop's default executor). The default
@@ -155,10 +155,12 @@ class BackgroundTasksMiddleware:
             error = raised
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
-        if not tasks._close_if_empty() and self._hand_off(
-            tasks, _why_not_run(watch, error), error
-        ):
-            await self._run_inline(self._runner.run(tasks))
+        if not tasks._close_if_empty():
+            inline = self._hand_off(tasks, _why_not_run(watch, error), error)
+            if self._ledger.holds:  # this one's tasks are placed: room for more?
+                self._ledger.make_room()
+            if inline:
+                await self._run_inline(self._runner.run(tasks))
         if error is not None:
             try:
                 raise error
@@ -193,10 +195,10 @@ class BackgroundTasksMiddleware:
 
     def held(self, tasks: BackgroundTasks) -> Awaitable[None] | None:
         """Backpressure, detached: what a request that added ``tasks`` must
-        await before its final message (`Ledger.room`), if anything."""
-        items = tasks._items
-        if self._runner.accepting and self._ledger.crowded(len(items)):
-            return self._ledger.room(items)
+        await before its final message, if anything: room in the queue of
+        chains waiting for a slot (`Ledger.room`)."""
+        if self._runner.accepting and self._ledger.crowded():
+            return self._ledger.room(tasks._items)
         return None
 
     def _runs_on_error(self, task: _Task) -> bool:
@@ -340,7 +342,8 @@ class _ResponseWatch:
         return self._send(message)
 
     async def _send_final(self, message: Message) -> None:
-        if self.backlog is not None and self.tasks._items:
+        # An error response is not held: its tasks are dropped.
+        if self.backlog is not None and self.tasks._items and self.status < 500:
             held = self.backlog.held(self.tasks)
             if held is not None:
                 await held

@@ -117,6 +117,8 @@ class TaskRunner:
             self._active += 1
         else:
             chain.state = QUEUED
+            chain.queued = len(tasks._items)
+            self.ledger.queued += chain.queued
             self._queue.append(chain)
         return chain
 
@@ -125,10 +127,20 @@ class TaskRunner:
         del self._chains[chain]
         if not held_slot:
             self._queue.remove(chain)
+            self._dequeued(chain)
         elif self._queue and not self.expired:
-            self._queue.popleft().start()
+            following = self._queue.popleft()
+            self._dequeued(following)
+            following.start()
         else:
             self._active -= 1
+
+    def _dequeued(self, chain: Chain) -> None:
+        """``chain`` left the queue: its tasks no longer wait for a slot."""
+        ledger = self.ledger
+        ledger.queued -= chain.queued
+        if ledger.holds:
+            ledger.make_room()
 
     async def cancel_chains(self, chains: list[Chain], reason: Reason) -> None:
         """End ``chains``: drop what has not started, cancel what runs, and

@@ -3,7 +3,7 @@
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Iterable, Sized
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,6 +81,7 @@ class Ledger:
         "joins",
         "lock",
         "max_pending",
+        "queued",
         "retried",
         "running",
         "scheduled",
@@ -90,6 +91,7 @@ class Ledger:
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending  # the bound of `room`
+        self.queued = 0  # tasks of chains waiting for a free slot (the runner's)
         self.lock = threading.Lock()
         self.scheduled = 0
         self.running = 0
@@ -145,28 +147,18 @@ class Ledger:
         if self.joins:
             for seq in seqs:
                 self.ended(seq)
-        if self.holds:
-            self.make_room()
 
-    def backlog(self, holds: Iterable[_Hold]) -> int:
-        """Pending tasks but those of ``holds``: what held requests wait on."""
-        return self.pending - sum(len(hold.tasks) for hold in holds)
-
-    def crowded(self, own: int) -> bool:
-        """Whether a request with ``own`` pending tasks may have to wait for
-        room: a quick look without the lock; `room` decides."""
-        return bool(self.holds) or (
-            self.scheduled - self.running - self._settled() - own >= self.max_pending
-        )
+    def crowded(self) -> bool:
+        """Whether a request that added tasks must wait for room (`room`)."""
+        return bool(self.holds) or self.queued >= self.max_pending
 
     async def room(self, tasks: Sized) -> None:
-        """Backpressure: wait while ``max_pending`` or more tasks are
-        pending, not counting those of held requests (``tasks``, the
-        caller's own, included): held requests never wait on each other.
-        Behind requests held already, in turn."""
+        """Backpressure: wait, behind requests held already, until fewer
+        than ``max_pending`` tasks wait for a free slot (``tasks``: the
+        caller's own)."""
         hold = _Hold(tasks)
         self.holds.append(hold)
-        self.make_room()  # the backlog may be theirs alone now
+        self.make_room()  # the queue may have moved since `crowded`
         try:
             await hold.done
         finally:
@@ -174,14 +166,13 @@ class Ledger:
                 self.holds.remove(hold)
 
     def make_room(self) -> None:
-        """Pending tasks started or were dropped: let held requests go, the
-        oldest first, while the backlog (with theirs) is below
-        ``max_pending``."""
+        """Let held requests go, the oldest first, while the queue with
+        their tasks stays below ``max_pending``; called when it shrinks."""
         holds = self.holds
-        backlog = self.backlog(holds)
-        while holds and backlog < self.max_pending:
+        queued = self.queued
+        while holds and queued < self.max_pending:
             hold = holds.popleft()
-            backlog += len(hold.tasks)
+            queued += len(hold.tasks)
             if not hold.done.done():  # else its request was cancelled while held
                 hold.done.set_result(None)
 

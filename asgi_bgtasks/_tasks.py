@@ -223,12 +223,8 @@ class BackgroundTasks:
 
     def _take(self) -> _Task | None:
         """The next task, now counted running; None closes the list."""
-        ledger = self._ledger
-        with ledger.lock:
-            task = self._next_task()
-        if ledger.holds:
-            ledger.make_room()
-        return task
+        with self._ledger.lock:
+            return self._next_task()
 
     def _succeeded_and_take(self, task: _Task) -> _Task | None:
         """``task`` succeeded: count it; then `_take`, under the same lock."""
@@ -239,8 +235,6 @@ class BackgroundTasks:
             following = self._next_task()
         if ledger.joins:
             ledger.ended(task.seq)
-        if ledger.holds:
-            ledger.make_room()
         return following
 
     def _next_task(self) -> _Task | None:

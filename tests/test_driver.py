@@ -452,3 +452,25 @@ async def test_a_task_that_cancels_itself_then_awaits_cancels_what_it_awaits(
 
     assert "child started" not in events
     assert app.stats.failed == 1
+
+
+async def test_the_server_cancelling_an_inline_call_lets_the_task_unwind_first(
+    events: list[Any],
+) -> None:
+    async def cleans_up() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # clean-up that awaits
+            events.append("cleaned up")
+
+    app = BackgroundTasksMiddleware(scheduling((cleans_up,)), mode="inline")
+    request = await start_request(app, events)
+    await asyncio.sleep(0)  # the task waits
+
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    assert events[-1] == "cleaned up"  # before the call returned
+    assert app.stats.dropped == 1

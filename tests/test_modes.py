@@ -165,7 +165,8 @@ async def test_past_max_pending_the_final_message_waits_for_room_and_nothing_is_
     await app.join()
 
     after = events[events.index("gate opens") :]
-    assert after.index("2 started") < after.index("http.response.body")
+    # Held until 1 ended and 2 left the queue for its slot:
+    assert after.index("1 done") < after.index("http.response.body")
     assert after.index("http.response.body") < after.index("3 started")
     assert after[-2:] == ["3 started", "3 done"]
     assert app.stats.succeeded == 3
@@ -191,31 +192,56 @@ async def test_held_requests_never_wait_for_each_others_tasks(
     assert app.stats.succeeded == 4
 
 
-async def test_held_for_tasks_of_a_request_in_flight_it_goes_on_once_that_one_is_held(
+async def test_tasks_of_a_request_still_in_flight_never_hold_another(
     events: list[object],
 ) -> None:
-    respond = asyncio.Event()
+    respond, other_ran = asyncio.Event(), asyncio.Event()
 
     async def app(scope: dict[str, str], receive: object, send: object) -> None:
         add_task(events.append, f"{scope['path']} task")
-        if scope["path"] == "/first":
-            await respond.wait()  # its task counts pending meanwhile
+        if scope["path"] == "/open":  # a websocket, a long stream
+            await respond.wait()
+        else:
+            add_task(other_ran.set)
         await send(START_200)
         await send(BODY)
 
-    middleware = BackgroundTasksMiddleware(app, mode="detached", max_pending=1)
-    first = asyncio.create_task(call(middleware, events, http_scope("/first")))
-    second, sent = await held_request(middleware, events, "second")
-    assert not sent.body_sent.is_set()  # held for the first request's task
+    middleware = BackgroundTasksMiddleware(
+        app, mode="detached", max_concurrency=1, max_pending=1
+    )
+    still_open = asyncio.create_task(call(middleware, events, http_scope("/open")))
+    await asyncio.wait_for(call(middleware, events, http_scope("/other")), timeout=30)
+    await asyncio.wait_for(other_ran.wait(), timeout=30)
+    assert "/other task" in events
 
-    respond.set()  # the first is held too: neither waits for the other
-    await asyncio.wait_for(asyncio.gather(first, second), timeout=30)
+    respond.set()
+    await still_open
+    await middleware.join()
+    assert "/open task" in events
+
+
+async def test_an_error_response_is_never_held(events: list[object]) -> None:
+    gate = Gate(events)
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        add_task(gate.task, scope["path"][1:])
+        status = 503 if scope["path"] == "/3" else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(
+        app, mode="detached", max_concurrency=1, max_pending=1
+    )
+    await call_and_note(middleware, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(middleware, events, "2")  # the queue is full now
+
+    await asyncio.wait_for(call_and_note(middleware, events, "3"), timeout=30)
+    gate.opened.set()
     await middleware.join()
 
-    assert sorted(e for e in events if str(e).endswith("task")) == [
-        "/first task",
-        "/second task",
-    ]
+    assert "3 started" not in events  # dropped: its response was a 503
+    assert (middleware.stats.succeeded, middleware.stats.dropped) == (2, 1)
 
 
 async def test_a_request_is_never_held_for_its_own_tasks(
