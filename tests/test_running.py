@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import markcoroutinefunction, sync_to_async
-from helpers import BODY, START_200, assert_accounted, call, scheduling
+from helpers import (
+    BODY,
+    START_200,
+    assert_accounted,
+    call,
+    recording_task,
+    scheduling,
+)
 
 from asgi_bgtasks import BackgroundTasksMiddleware, TaskInfo, add_task
 
@@ -143,7 +150,9 @@ async def test_task_past_timeout_is_cancelled_and_counted_timed_out(
             raise
 
     app = BackgroundTasksMiddleware(
-        scheduling((hangs,), (events.append, "next")),
+        # "next" ends in its first step: no timeout can catch it, however
+        # slow the machine (a thread for it once took longer than 0.01 s).
+        scheduling((hangs,), (recording_task(events), "next")),
         task_timeout=0.01,
         on_error=lambda info, error: reported.append(error),
     )
@@ -175,7 +184,7 @@ async def test_blocking_task_past_timeout_is_counted_and_the_chain_moves_on(
         events.append("thread finished")
 
     app = BackgroundTasksMiddleware(
-        scheduling((blocks,), (events.append, "next")), task_timeout=0.01
+        scheduling((blocks,), (recording_task(events), "next")), task_timeout=0.01
     )
     logger = logging.getLogger("asgi_bgtasks")
     handler = ReleaseOnceTimedOut()
