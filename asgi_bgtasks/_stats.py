@@ -112,12 +112,6 @@ class Ledger:
         with self.lock:
             return self.scheduled - self._settled()
 
-    @property
-    def pending(self) -> int:
-        """Tasks scheduled that have neither started nor ended."""
-        with self.lock:
-            return self.scheduled - self._settled() - self.running
-
     def snapshot(self) -> Stats:
         """Read every counter at once."""
         with self.lock:
@@ -172,15 +166,16 @@ class Ledger:
         queued = self.queued
         while holds and queued < self.max_pending:
             hold = holds.popleft()
+            if hold.done.cancelled():  # its request was cancelled while held
+                continue
             queued += len(hold.tasks)
-            if not hold.done.done():  # else its request was cancelled while held
-                hold.done.set_result(None)
+            hold.done.set_result(None)
 
     def release_holds(self) -> None:
         """Let every held request go."""
         while self.holds:
             done = self.holds.popleft().done
-            if not done.done():  # else its request was cancelled while held
+            if not done.cancelled():  # its request was cancelled while held
                 done.set_result(None)
 
     async def join(self) -> None:

@@ -19,6 +19,7 @@ from helpers import (
 )
 
 from asgi_bgtasks import BackgroundTasksMiddleware, Stats, add_task
+from asgi_bgtasks._stats import Ledger
 
 
 async def test_stats_is_an_immutable_snapshot() -> None:
@@ -172,3 +173,27 @@ async def test_join_returns_for_the_tasks_before_it_under_steady_traffic() -> No
     release_later.set()
     await middleware.join()
     assert_accounted(middleware.stats)
+
+
+@pytest.mark.parametrize("let_go", ["room is made", "shutdown"])
+async def test_a_request_cancelled_while_held_is_passed_over_when_held_ones_go(
+    let_go: str,
+) -> None:
+    ledger = Ledger(max_pending=1)
+    ledger.queued = 1  # one task waits for a slot: the queue is full
+    cancelled = asyncio.create_task(ledger.room(["its task"]))
+    held = asyncio.create_task(ledger.room(["its task"]))
+    await asyncio.sleep(0)
+    assert len(ledger.holds) == 2
+
+    cancelled.cancel()  # its hold is cancelled; its Task has not resumed yet
+    if let_go == "room is made":
+        ledger.queued = 0
+        ledger.make_room()
+    else:
+        ledger.release_holds()
+
+    await asyncio.wait_for(held, timeout=30)  # its tasks did not count
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not ledger.holds
