@@ -132,7 +132,6 @@ class Chain:
         "_wake",
         "_watching",
         "inline",
-        "queued",
         "released",
         "state",
         "tasks",
@@ -149,10 +148,9 @@ class Chain:
         self._waiting_for: Run | None = None  # a plain def task, in a thread
         self._wake: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
-        self._ended: asyncio.Future[None] | None = None
+        self._ended: list[asyncio.Future[None]] | None = None  # one per waiter
         self._watching: Sequence[Observer] = ()  # the runner's, if active
         self.released = 0.0  # when its request handed it over, if observed
-        self.queued = 0  # its tasks counted as waiting for a slot (`Ledger.queued`)
 
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
@@ -376,12 +374,16 @@ class Chain:
         self._wake_up()
 
     def ended(self) -> "asyncio.Future[None]":
-        """A future resolved once the chain is DONE, or once `cancel` has left
-        it to a worker thread that cannot be stopped. (One that the server's
-        cancellation of the call awaiting it cancelled is replaced.)"""
-        if self._ended is None or self._ended.cancelled():
-            self._ended = asyncio.get_running_loop().create_future()
-        return self._ended
+        """A future of the caller's own, resolved once the chain is DONE, or
+        once `cancel` has left it to a worker thread that cannot be stopped.
+        Each waiter has its own: cancelling one's wait (the server cancelling
+        the request's call) does not end another's (shutdown's grace)."""
+        future = asyncio.get_running_loop().create_future()
+        if self._ended is None:
+            self._ended = [future]
+        else:
+            self._ended.append(future)
+        return future
 
     def unwinding(self) -> bool:
         """Whether its cancelled ``async`` task is still unwinding."""
@@ -443,9 +445,9 @@ class Chain:
             self._wake_up()
 
     def _resolve_ended(self) -> None:
-        ended = self._ended
-        if ended is not None and not ended.done():
-            ended.set_result(None)
+        for ended in self._ended or ():
+            if not ended.done():
+                ended.set_result(None)
 
     async def _sleep(self) -> None:
         """Wait until `_wake_up`."""

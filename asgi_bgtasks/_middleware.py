@@ -198,7 +198,7 @@ class BackgroundTasksMiddleware:
         await before its final message, if anything: room in the queue of
         chains waiting for a slot (`Ledger.room`)."""
         if self._runner.accepting and self._ledger.crowded():
-            return self._ledger.room(tasks._items)
+            return self._ledger.room()
         return None
 
     def _runs_on_error(self, task: _Task) -> bool:

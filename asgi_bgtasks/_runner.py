@@ -117,8 +117,7 @@ class TaskRunner:
             self._active += 1
         else:
             chain.state = QUEUED
-            chain.queued = len(tasks._items)
-            self.ledger.queued += chain.queued
+            tasks._enqueued(True)
             self._queue.append(chain)
         return chain
 
@@ -127,20 +126,13 @@ class TaskRunner:
         del self._chains[chain]
         if not held_slot:
             self._queue.remove(chain)
-            self._dequeued(chain)
+            chain.tasks._enqueued(False)
         elif self._queue and not self.expired:
             following = self._queue.popleft()
-            self._dequeued(following)
+            following.tasks._enqueued(False)
             following.start()
         else:
             self._active -= 1
-
-    def _dequeued(self, chain: Chain) -> None:
-        """``chain`` left the queue: its tasks no longer wait for a slot."""
-        ledger = self.ledger
-        ledger.queued -= chain.queued
-        if ledger.holds:
-            ledger.make_room()
 
     async def cancel_chains(self, chains: list[Chain], reason: Reason) -> None:
         """End ``chains``: drop what has not started, cancel what runs, and

@@ -3,7 +3,6 @@
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,17 +52,6 @@ class _Join:
         self.done = asyncio.get_running_loop().create_future()
 
 
-class _Hold:
-    """A request held back for room in the backlog; ``tasks``, the list of
-    what it added (its length is how many of them wait)."""
-
-    __slots__ = ("done", "tasks")
-
-    def __init__(self, tasks: Sized) -> None:
-        self.tasks = tasks
-        self.done = asyncio.get_running_loop().create_future()
-
-
 class Ledger:
     """The live counters behind `Stats`, and waiting for tasks to end or
     for room in the backlog.
@@ -91,7 +79,7 @@ class Ledger:
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending  # the bound of `room`
-        self.queued = 0  # tasks of chains waiting for a free slot (the runner's)
+        self.queued = 0  # tasks of chains waiting for a free slot
         self.lock = threading.Lock()
         self.scheduled = 0
         self.running = 0
@@ -101,7 +89,7 @@ class Ledger:
         self.timed_out = 0
         self.dropped = 0
         self.joins: list[_Join] = []
-        self.holds: deque[_Hold] = deque()  # oldest first
+        self.holds: deque[asyncio.Future[None]] = deque()  # held requests
 
     def _settled(self) -> int:
         return self.succeeded + self.failed + self.timed_out + self.dropped
@@ -146,37 +134,32 @@ class Ledger:
         """Whether a request that added tasks must wait for room (`room`)."""
         return bool(self.holds) or self.queued >= self.max_pending
 
-    async def room(self, tasks: Sized) -> None:
+    async def room(self) -> None:
         """Backpressure: wait, behind requests held already, until fewer
-        than ``max_pending`` tasks wait for a free slot (``tasks``: the
-        caller's own)."""
-        hold = _Hold(tasks)
+        than ``max_pending`` tasks wait for a free slot."""
+        hold = asyncio.get_running_loop().create_future()
         self.holds.append(hold)
         self.make_room()  # the queue may have moved since `crowded`
         try:
-            await hold.done
+            await hold
         finally:
-            if hold.done.cancelled() and hold in self.holds:
+            if hold.cancelled() and hold in self.holds:
                 self.holds.remove(hold)
 
     def make_room(self) -> None:
-        """Let held requests go, the oldest first, while the queue with
-        their tasks stays below ``max_pending``; called when it shrinks."""
-        holds = self.holds
-        queued = self.queued
-        while holds and queued < self.max_pending:
-            hold = holds.popleft()
-            if hold.done.cancelled():  # its request was cancelled while held
-                continue
-            queued += len(hold.tasks)
-            hold.done.set_result(None)
+        """If the queue is below ``max_pending``, let every held request go
+        (called when it may have shrunk). Their tasks join the queue as each
+        request's call hands them over: at most one request per connection
+        past the bound, and none waits on a call that lingers."""
+        if self.queued < self.max_pending:
+            self.release_holds()
 
     def release_holds(self) -> None:
         """Let every held request go."""
         while self.holds:
-            done = self.holds.popleft().done
-            if not done.cancelled():  # its request was cancelled while held
-                done.set_result(None)
+            hold = self.holds.popleft()
+            if not hold.cancelled():  # its request was cancelled while held
+                hold.set_result(None)
 
     async def join(self) -> None:
         """Wait until every task scheduled before this call has ended."""

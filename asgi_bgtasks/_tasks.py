@@ -193,13 +193,14 @@ class BackgroundTasks:
     failed, or what is left of it was dropped; `add_task` raises from then on.
     """
 
-    __slots__ = ("_items", "_ledger", "_next", "_open")
+    __slots__ = ("_items", "_ledger", "_next", "_open", "_queued")
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._items: list[_Task | None] = []
         self._next = 0  # index of the next task to run
         self._open = True
+        self._queued = 0  # of its tasks, those counted in `Ledger.queued`
 
     def add_task(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -220,6 +221,9 @@ class BackgroundTasks:
             task.seq = ledger.scheduled
             ledger.scheduled += 1
             self._items.append(task)
+            if self._queued:  # its chain waits for a slot: so does this task
+                self._queued += 1
+                ledger.queued += 1
 
     def _take(self) -> _Task | None:
         """The next task, now counted running; None closes the list."""
@@ -281,6 +285,20 @@ class BackgroundTasks:
             self._items.clear()
             self._next = 0
         return rest  # type: ignore[return-value]  # only started ones are None
+
+    def _enqueued(self, queued: bool) -> None:
+        """Its chain joins (True) or leaves the queue for a free slot: count
+        its tasks in `Ledger.queued`, or no longer."""
+        ledger = self._ledger
+        with ledger.lock:
+            if queued:
+                self._queued = len(self._items)
+                ledger.queued += self._queued
+            else:
+                ledger.queued -= self._queued
+                self._queued = 0
+        if not queued and ledger.holds:
+            ledger.make_room()
 
     def _close_if_empty(self) -> bool:
         """Close the list if nothing was scheduled; True if it was empty."""

@@ -474,3 +474,39 @@ async def test_the_server_cancelling_an_inline_call_lets_the_task_unwind_first(
 
     assert events[-1] == "cleaned up"  # before the call returned
     assert app.stats.dropped == 1
+
+
+async def test_the_server_cancelling_a_call_in_the_shutdown_grace_leaves_the_task_it(
+    events: list[Any],
+) -> None:
+    unwinding, finish_unwinding = asyncio.Event(), asyncio.Event()
+
+    async def unwinds_on_request() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            unwinding.set()
+            await asyncio.shield(finish_unwinding.wait())
+            events.append("unwound")
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((unwinds_on_request,)), events),
+        mode="inline",
+        shutdown_timeout=0,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    shutdown = asyncio.create_task(lifespan.shutdown())
+    await unwinding.wait()  # the deadline passed: the task unwinds in its grace
+
+    request.cancel()  # the server cancels the call meanwhile
+    for _ in range(5):  # turns in which a shared wait would have ended
+        await asyncio.sleep(0)
+    assert not shutdown.done()  # the grace goes on
+    finish_unwinding.set()
+    await shutdown
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+
+    assert events.index("unwound") < events.index("app saw shutdown")

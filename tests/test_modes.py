@@ -19,7 +19,7 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware, add_task
+from asgi_bgtasks import BackgroundTasksMiddleware, add_task, background_tasks
 
 DETACHED_LOG = (
     "lifespan startup seen: background tasks run detached and are drained "
@@ -428,3 +428,67 @@ async def test_detached_chain_queued_behind_an_inline_one_starts_when_it_ends(
     assert started == ["1 started", "1 done", "2 started", "2 done"]
     assert app.stats.succeeded == 2
     await lifespan.shutdown()
+
+
+async def test_held_requests_never_wait_for_a_call_that_lingers_after_its_response(
+    events: list[object],
+) -> None:
+    gate, linger = Gate(events), asyncio.Event()
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        label = scope["path"][1:]
+        add_task(gate.task, label)
+        await send(START_200)
+        await send(BODY)
+        if label == "3":
+            await linger.wait()  # its call goes on after its response
+
+    middleware = BackgroundTasksMiddleware(
+        app, mode="detached", max_concurrency=1, max_pending=1
+    )
+    await call_and_note(middleware, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(middleware, events, "2")  # the queue is full
+    third, third_sent = await held_request(middleware, events, "3")
+    fourth, fourth_sent = await held_request(middleware, events, "4")
+
+    gate.opened.set()  # 2 gets the slot: the queue is empty
+    await asyncio.wait_for(fourth, timeout=30)  # though 3's call lingers
+
+    assert third_sent.body_sent.is_set()
+    assert fourth_sent.body_sent.is_set()
+    linger.set()
+    await third
+    await middleware.join()
+    assert middleware.stats.succeeded == 4
+
+
+async def test_tasks_a_thread_adds_to_a_queued_chain_count_toward_max_pending(
+    events: list[object],
+) -> None:
+    gate, added = Gate(events), asyncio.Event()
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        label = scope["path"][1:]
+        tasks = background_tasks(scope)
+        tasks.add_task(gate.task, label)
+        await send(START_200)
+        await send(BODY)
+        if label == "2":  # its chain is queued now: a thread adds more
+            await asyncio.to_thread(tasks.add_task, gate.task, "2 again")
+            added.set()
+
+    middleware = BackgroundTasksMiddleware(
+        app, mode="detached", max_concurrency=1, max_pending=2
+    )
+    await call_and_note(middleware, events, "1")
+    await gate.arrived["1"].wait()
+    await call_and_note(middleware, events, "2")  # 1 task queued: room for one more
+    await added.wait()  # 2 queued now: the bound is reached
+    third, sent = await held_request(middleware, events, "3")
+
+    assert not sent.body_sent.is_set()
+    gate.opened.set()
+    await asyncio.wait_for(third, timeout=30)
+    await middleware.join()
+    assert middleware.stats.succeeded == 4

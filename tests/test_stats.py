@@ -181,8 +181,8 @@ async def test_a_request_cancelled_while_held_is_passed_over_when_held_ones_go(
 ) -> None:
     ledger = Ledger(max_pending=1)
     ledger.queued = 1  # one task waits for a slot: the queue is full
-    cancelled = asyncio.create_task(ledger.room(["its task"]))
-    held = asyncio.create_task(ledger.room(["its task"]))
+    cancelled = asyncio.create_task(ledger.room())
+    held = asyncio.create_task(ledger.room())
     await asyncio.sleep(0)
     assert len(ledger.holds) == 2
 
