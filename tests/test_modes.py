@@ -143,16 +143,25 @@ async def held_request(
     return request, recorder
 
 
-async def test_past_max_pending_the_final_message_waits_for_room_and_nothing_is_lost(
+async def with_a_full_queue(
     events: list[object],
-) -> None:
+) -> tuple[BackgroundTasksMiddleware, Gate]:
+    """A detached app with one slot and ``max_pending=1``: request 1's task
+    holds the slot (at its gate), request 2's fills the queue."""
     gate = Gate(events)
     app = BackgroundTasksMiddleware(
         numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
     )
     await call_and_note(app, events, "1")
-    await gate.arrived["1"].wait()  # 1 runs, holding the only slot
-    await call_and_note(app, events, "2")  # 2 waits: the backlog is full
+    await gate.arrived["1"].wait()
+    await call_and_note(app, events, "2")
+    return app, gate
+
+
+async def test_past_max_pending_the_final_message_waits_for_room_and_nothing_is_lost(
+    events: list[object],
+) -> None:
+    app, gate = await with_a_full_queue(events)
     third, sent = await held_request(app, events, "3")
     for _ in range(10):  # whatever else runs meanwhile, 3's body stays held
         await asyncio.sleep(0)
@@ -175,13 +184,7 @@ async def test_past_max_pending_the_final_message_waits_for_room_and_nothing_is_
 async def test_held_requests_never_wait_for_each_others_tasks(
     events: list[object],
 ) -> None:
-    gate = Gate(events)
-    app = BackgroundTasksMiddleware(
-        numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
-    )
-    await call_and_note(app, events, "1")
-    await gate.arrived["1"].wait()
-    await call_and_note(app, events, "2")
+    app, gate = await with_a_full_queue(events)
     third, _ = await held_request(app, events, "3")
     fourth, _ = await held_request(app, events, "4")
 
@@ -265,13 +268,7 @@ async def test_a_request_is_never_held_for_its_own_tasks(
 async def test_a_held_request_cancelled_by_the_server_drops_its_tasks_loudly(
     events: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gate = Gate(events)
-    app = BackgroundTasksMiddleware(
-        numbered_requests(gate.task), mode="detached", max_concurrency=1, max_pending=1
-    )
-    await call_and_note(app, events, "1")
-    await gate.arrived["1"].wait()
-    await call_and_note(app, events, "2")
+    app, gate = await with_a_full_queue(events)
     third, sent = await held_request(app, events, "3")
 
     third.cancel()
