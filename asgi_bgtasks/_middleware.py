@@ -155,12 +155,10 @@ class BackgroundTasksMiddleware:
             error = raised
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
-        if not tasks._close_if_empty():
-            inline = self._hand_off(tasks, _why_not_run(watch, error), error)
-            if self._ledger.holds:  # this one's tasks are placed: room for more?
-                self._ledger.make_room()
-            if inline:
-                await self._run_inline(self._runner.run(tasks))
+        if not tasks._close_if_empty() and self._hand_off(
+            tasks, _why_not_run(watch, error), error
+        ):
+            await self._run_inline(self._runner.run(tasks))
         if error is not None:
             try:
                 raise error

@@ -19,7 +19,12 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware, add_task, background_tasks
+from asgi_bgtasks import (
+    BackgroundTasks,
+    BackgroundTasksMiddleware,
+    add_task,
+    background_tasks,
+)
 
 DETACHED_LOG = (
     "lifespan startup seen: background tasks run detached and are drained "
@@ -463,25 +468,24 @@ async def test_held_requests_never_wait_for_a_call_that_lingers_after_its_respon
 async def test_tasks_a_thread_adds_to_a_queued_chain_count_toward_max_pending(
     events: list[object],
 ) -> None:
-    gate, added = Gate(events), asyncio.Event()
+    gate = Gate(events)
+    lists: dict[str, BackgroundTasks] = {}
 
     async def app(scope: dict[str, str], receive: object, send: object) -> None:
         label = scope["path"][1:]
-        tasks = background_tasks(scope)
-        tasks.add_task(gate.task, label)
+        lists[label] = background_tasks(scope)
+        add_task(gate.task, label)
         await send(START_200)
         await send(BODY)
-        if label == "2":  # its chain is queued now: a thread adds more
-            await asyncio.to_thread(tasks.add_task, gate.task, "2 again")
-            added.set()
 
     middleware = BackgroundTasksMiddleware(
         app, mode="detached", max_concurrency=1, max_pending=2
     )
     await call_and_note(middleware, events, "1")
     await gate.arrived["1"].wait()
-    await call_and_note(middleware, events, "2")  # 1 task queued: room for one more
-    await added.wait()  # 2 queued now: the bound is reached
+    await call_and_note(middleware, events, "2")  # queued: room for one more
+    # Its chain waits for the slot; a thread adds to it: the queue is full.
+    await asyncio.to_thread(lists["2"].add_task, gate.task, "2 again")
     third, sent = await held_request(middleware, events, "3")
 
     assert not sent.body_sent.is_set()
