@@ -191,7 +191,7 @@ class BackgroundTasksMiddleware:
             return True
         return False
 
-    def held(self, tasks: BackgroundTasks) -> Awaitable[None] | None:
+    def _held(self, tasks: BackgroundTasks) -> Awaitable[None] | None:
         """Backpressure, detached: what a request that added ``tasks`` must
         await before its final message, if anything: room in the queue of
         chains waiting for a slot (`Ledger.room`)."""
@@ -287,15 +287,15 @@ class _ResponseWatch:
     """Wraps ``send`` to learn the status and whether the response ended.
 
     The response has ended once the server's ``send`` of the final message
-    returned; messages after that change nothing. With ``backlog`` (detached
-    mode), the final message of a request that added tasks waits for room
-    (`BackgroundTasksMiddleware.held`).
+    returned; messages after that change nothing. With ``middleware`` (in
+    detached mode), the final message of a request that added tasks waits
+    for room (`BackgroundTasksMiddleware._held`).
     """
 
     __slots__ = (
         "_send",
-        "backlog",
         "ended",
+        "middleware",
         "send_failed",
         "status",
         "tasks",
@@ -306,11 +306,11 @@ class _ResponseWatch:
         self,
         send: Send,
         tasks: BackgroundTasks,
-        backlog: BackgroundTasksMiddleware | None,
+        middleware: BackgroundTasksMiddleware | None,
     ) -> None:
         self._send = send
         self.tasks = tasks
-        self.backlog = backlog
+        self.middleware = middleware
         self.status = 0
         self.trailers = False
         self.ended = False
@@ -341,8 +341,8 @@ class _ResponseWatch:
 
     async def _send_final(self, message: Message) -> None:
         # An error response is not held: its tasks are dropped.
-        if self.backlog is not None and self.tasks._items and self.status < 500:
-            held = self.backlog.held(self.tasks)
+        if self.middleware is not None and self.tasks._items and self.status < 500:
+            held = self.middleware._held(self.tasks)
             if held is not None:
                 await held
         try:

@@ -117,7 +117,7 @@ class TaskRunner:
             self._active += 1
         else:
             chain.state = QUEUED
-            tasks._enqueued(True)
+            tasks._join_queue()
             self._queue.append(chain)
         return chain
 
@@ -126,10 +126,10 @@ class TaskRunner:
         del self._chains[chain]
         if not held_slot:
             self._queue.remove(chain)
-            chain.tasks._enqueued(False)
+            chain.tasks._leave_queue()
         elif self._queue and not self.expired:
             following = self._queue.popleft()
-            following.tasks._enqueued(False)
+            following.tasks._leave_queue()
             following.start()
         else:
             self._active -= 1

@@ -286,18 +286,22 @@ class BackgroundTasks:
             self._next = 0
         return rest  # type: ignore[return-value]  # only started ones are None
 
-    def _enqueued(self, queued: bool) -> None:
-        """Its chain joins (True) or leaves the queue for a free slot: count
-        its tasks in `Ledger.queued`, or no longer."""
+    def _join_queue(self) -> None:
+        """Its chain waits for a free slot: count its tasks in
+        `Ledger.queued` (`_append` counts those added meanwhile)."""
         ledger = self._ledger
         with ledger.lock:
-            if queued:
-                self._queued = len(self._items)
-                ledger.queued += self._queued
-            else:
-                ledger.queued -= self._queued
-                self._queued = 0
-        if not queued and ledger.holds:
+            self._queued = len(self._items)
+            ledger.queued += self._queued
+
+    def _leave_queue(self) -> None:
+        """Its chain left the queue: its tasks are no longer counted there,
+        which may make room for held requests."""
+        ledger = self._ledger
+        with ledger.lock:
+            ledger.queued -= self._queued
+            self._queued = 0
+        if ledger.holds:
             ledger.make_room()
 
     def _close_if_empty(self) -> bool:
