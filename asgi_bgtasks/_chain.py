@@ -116,9 +116,10 @@ class Run:
 class Chain:
     """The driver of one request's tasks, and the lifecycle of running them.
 
-    QUEUED → RUNNING (⇄ WAITING) → (CANCELLING →) DONE. The next task starts
-    only when the previous one has ended, or its last retry has; a chain
-    holds one slot of the runner's ``max_concurrency`` from RUNNING to DONE.
+    (QUEUED, inline only →) RUNNING (⇄ WAITING) → (CANCELLING →) DONE. The
+    next task starts only when the previous one has ended, or its last retry
+    has; a chain holds one slot of the runner's ``max_concurrency`` from
+    RUNNING to DONE.
     """
 
     __slots__ = (
@@ -132,7 +133,6 @@ class Chain:
         "_wake",
         "_watching",
         "inline",
-        "released",
         "state",
         "tasks",
     )
@@ -150,7 +150,6 @@ class Chain:
         self._retry: asyncio.TimerHandle | None = None
         self._ended: list[asyncio.Future[None]] | None = None  # one per waiter
         self._watching: Sequence[Observer] = ()  # the runner's, if active
-        self.released = 0.0  # when its request handed it over, if observed
 
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
@@ -182,12 +181,10 @@ class Chain:
         asyncio.get_running_loop().create_task(self.drive())
 
     def start(self) -> None:
-        """A slot was handed to this queued chain."""
+        """A slot was handed to this queued inline chain: its Task waits
+        for it. (A detached chain is made only once it has a slot.)"""
         self.state = RUNNING
-        if self.inline:
-            self._wake_up()  # its Task waits for the slot
-        else:
-            self.start_detached()
+        self._wake_up()
 
     async def drive(self) -> None:
         """Run the tasks one after another in the chain's own Task."""
@@ -196,9 +193,8 @@ class Chain:
         self._base = host.cancelling()
         tasks = self.tasks
         runner = self._runner
-        observers = runner.observers
-        if observers:
-            self._watching = [observer for observer in observers if observer.active()]
+        if runner.observers:
+            self._watching = runner.watching()
         quick = runner.timeout is None and not self._watching
         try:
             if self.state is QUEUED:
@@ -298,7 +294,7 @@ class Chain:
     def _observe(self, run: Run) -> None:
         """Tell the observers that ``run`` starts."""
         task = run.task
-        waited = run.started - self.released if task.attempt == 1 else None
+        waited = run.started - self.tasks._released if task.attempt == 1 else None
         run.observed = start(
             self._watching, task.name, task.attempt, run.context, waited
         )

@@ -341,7 +341,11 @@ class _ResponseWatch:
 
     async def _send_final(self, message: Message) -> None:
         # An error response is not held: its tasks are dropped.
-        if self.middleware is not None and self.tasks._items and self.status < 500:
+        if (
+            self.middleware is not None
+            and self.tasks._has_tasks()
+            and self.status < 500
+        ):
             held = self.middleware._held(self.tasks)
             if held is not None:
                 await held

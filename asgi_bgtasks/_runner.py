@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._chain import QUEUED, RUNNING, Chain, Reason, Run
+from ._chain import QUEUED, Chain, Reason, Run
 from ._observe import Observer, end, observers_found
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
@@ -73,8 +73,11 @@ class TaskRunner:
         self._on_error = on_error
         self._on_drop = on_drop
         self._active = 0  # chains holding a slot; < limit only if queue is empty
-        self._queue: deque[Chain] = deque()
-        self._chains: dict[Chain, None] = {}  # handed over, not done; in order
+        # Waiting for a slot, in order: an inline chain (its request's call
+        # awaits it), or a detached request's tasks, whose chain is made when
+        # it gets its slot (136 bytes less per pending task).
+        self._queue: deque[Chain | BackgroundTasks] = deque()
+        self._chains: dict[Chain, None] = {}  # made, not done; in order
         self.accepting = True  # False from shutdown on: no detached work
         self.expired = False  # past the shutdown deadline: nothing starts
         self.observers: list[Observer] = observers_found()
@@ -99,20 +102,21 @@ class TaskRunner:
 
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up."""
-        chain = self._admit(tasks, inline=False)
-        if chain.state is RUNNING:
-            chain.start_detached()
+        if self.observers and self.watching():
+            tasks._released = asyncio.get_running_loop().time()
+        if self._active < self._limit:
+            self._active += 1
+            self._chain(tasks, inline=False).start_detached()
+        else:
+            tasks._join_queue()
+            self._queue.append(tasks)
 
     def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: the caller starts the chain it returns
         (`Chain.start_inline`) and awaits it."""
-        return self._admit(tasks, inline=True)
-
-    def _admit(self, tasks: BackgroundTasks, inline: bool) -> Chain:
-        chain = Chain(self, tasks, inline)
-        if self.observers:
-            chain.released = asyncio.get_running_loop().time()
-        self._chains[chain] = None
+        if self.observers and self.watching():
+            tasks._released = asyncio.get_running_loop().time()
+        chain = self._chain(tasks, inline=True)
         if self._active < self._limit:
             self._active += 1
         else:
@@ -121,16 +125,29 @@ class TaskRunner:
             self._queue.append(chain)
         return chain
 
+    def watching(self) -> list[Observer]:
+        """The observers that observe tasks now."""
+        return [observer for observer in self.observers if observer.active()]
+
+    def _chain(self, tasks: BackgroundTasks, inline: bool) -> Chain:
+        chain = Chain(self, tasks, inline)
+        self._chains[chain] = None
+        return chain
+
     def release(self, chain: Chain, held_slot: bool) -> None:
-        """``chain`` is done: hand its slot to the next queued chain."""
+        """``chain`` is done: hand its slot to what waits next in the queue."""
         del self._chains[chain]
         if not held_slot:
             self._queue.remove(chain)
             chain.tasks._leave_queue()
         elif self._queue and not self.expired:
             following = self._queue.popleft()
-            following.tasks._leave_queue()
-            following.start()
+            if isinstance(following, Chain):
+                following.tasks._leave_queue()
+                following.start()
+            else:
+                following._leave_queue()
+                self._chain(following, inline=False).start_detached()
         else:
             self._active -= 1
 
@@ -170,7 +187,15 @@ class TaskRunner:
             await asyncio.wait_for(self._drained(), timeout)
         except TimeoutError:
             self.expired = True
+            self._drop_queued()
             await self.cancel_chains(list(self._chains), "shutdown")
+
+    def _drop_queued(self) -> None:
+        """Past the deadline: the queued detached requests' tasks never start."""
+        for waiting in [w for w in self._queue if not isinstance(w, Chain)]:
+            self._queue.remove(waiting)
+            waiting._leave_queue()
+            self.abandon(waiting._close(), "shutdown")
 
     async def _drained(self) -> None:
         while self.ledger.unfinished:
@@ -178,7 +203,7 @@ class TaskRunner:
 
     def drop(self, tasks: list[_Task], reason: DropReason, why: str) -> None:
         """Never run ``tasks`` (their request failed): one WARNING for all."""
-        self.ledger.drop([task.seq for task in tasks])
+        self.ledger.drop([task.epoch for task in tasks])
         names = [task.name for task in tasks]
         logger.warning(
             TASKS_DROPPED,
@@ -193,7 +218,7 @@ class TaskRunner:
 
     def abandon(self, tasks: list[_Task], reason: Reason) -> None:
         """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
-        self.ledger.drop([task.seq for task in tasks])
+        self.ledger.drop([task.epoch for task in tasks])
         for task in tasks:
             logger.error(
                 TASK_UNFINISHED, task.name, "pending", extra=_about(task, "dropped")
@@ -258,7 +283,7 @@ class TaskRunner:
                 extra=_about(task, run=run),
             )
         else:
-            self.ledger.finish(run.task.seq, outcome)
+            self.ledger.finish(run.task.epoch, outcome)
             if outcome != "succeeded":
                 self._report(run, outcome)
             run.task.release()

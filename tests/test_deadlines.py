@@ -19,7 +19,7 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware
+from asgi_bgtasks import BackgroundTasksMiddleware, DroppedTask
 
 SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
 # Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
@@ -255,6 +255,42 @@ async def test_inline_chains_of_open_calls_are_ended_and_logged_at_the_deadline(
         f"background task {name} did not finish: cancelled while running",
     ]
     assert app.stats.dropped == 4
+    assert events[-1] == "app saw shutdown"
+
+
+async def test_detached_requests_waiting_for_a_slot_are_dropped_at_the_deadline(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+    dropped: list[DroppedTask] = []
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((gate.task, "1"), (gate.task, "2")), events),
+        mode="detached",
+        max_concurrency=1,
+        shutdown_timeout=0.01,
+        on_drop=dropped.append,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    for _ in range(3):  # the first takes the only slot; two wait for it
+        await call(app, events)
+    await gate.arrived["1"].wait()
+    assert app.stats.pending == 5
+
+    assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+
+    # The waiting requests' tasks first, in order; then the running chain's.
+    assert [d.args for d in dropped] == [("1",), ("2",)] * 2 + [("2",), ("1",)]
+    assert {d.reason for d in dropped} == {"shutdown"}
+    assert (
+        caplog.messages.count(
+            "background task helpers.Gate.task did not finish: cancelled while pending"
+        )
+        == 5
+    )
+    stats = app.stats
+    assert (stats.dropped, stats.pending, stats.running) == (6, 0, 0)
+    assert events.count("1 started") == 1  # only the first request's began
     assert events[-1] == "app saw shutdown"
 
 

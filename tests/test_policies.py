@@ -257,6 +257,44 @@ async def test_a_task_waiting_for_its_retry_is_pending_and_holds_back_the_next(
     await lifespan.shutdown()
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("before", "added"),
+    [((), ("added",)), ((), ("added 1", "added 2")), (("before",), ("added",))],
+)
+async def test_tasks_added_while_one_awaits_its_retry_run_after_that_retry(
+    mode: str, before: tuple[str, ...], added: tuple[str, ...], events: list[object]
+) -> None:
+    flaky = Flaky(events, failures=1, error=ConnectionError("smtp down"))
+
+    @task_options(retries=1, retry_delay=0)
+    async def adds_then_fails(label: str) -> None:
+        if flaky.failures:  # its first attempt
+            for label_added in added:
+                add_task(events.append, label_added)
+        flaky.attempt(label)
+
+    app = BackgroundTasksMiddleware(
+        scheduling(*[(events.append, b) for b in before], (adds_then_fails, "attempt")),
+        mode=mode,
+    )
+
+    await call(app, events)
+    await app.join()
+    await app.join()  # detached, they were added after the first join began
+
+    assert events[-len(before) - 2 - len(added) :] == [
+        *before,
+        "attempt",
+        "attempt",
+        *added,
+    ]
+    assert (app.stats.succeeded, app.stats.retried) == (
+        len(before) + 1 + len(added),
+        1,
+    )
+
+
 async def test_per_task_timeout_overrides_the_middlewares(
     events: list[object], caplog: pytest.LogCaptureFixture
 ) -> None:
