@@ -137,7 +137,13 @@ class Chain:
         "tasks",
     )
 
-    def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):
+    def __init__(
+        self,
+        runner: "TaskRunner",
+        tasks: BackgroundTasks,
+        inline: bool,
+        watching: Sequence[Observer],
+    ):
         self._runner = runner
         self.tasks = tasks
         self.inline = inline
@@ -149,23 +155,23 @@ class Chain:
         self._wake: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._ended: list[asyncio.Future[None]] | None = None  # one per waiter
-        self._watching: Sequence[Observer] = ()  # the runner's, if active
+        self._watching = watching  # the observers that watch its tasks
 
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
 
-    def start_inline(self) -> "asyncio.Future[None]":
-        """Run the chain in a Task of its own, now; return a future resolved
-        when it is done (or left to a thread), for the request's call to
-        await. Started eagerly (`_eager_task`): tasks that end within
-        their first step cost no loop turn."""
+    def start_inline(self) -> "asyncio.Future[None] | None":
+        """Run the chain in a Task of its own, now; return None if it ended
+        at once, else a future resolved when it is done (or left to a
+        thread), for the request's call to await. Started eagerly
+        (`_eager_task`): tasks that end within their first step cost no
+        loop turn."""
         loop = asyncio.get_running_loop()
-        ended = self.ended()
         if loop.get_task_factory() is None:
             _eager_task(self.drive())
         else:  # the chain holds its Task (`_host`) while it runs
             loop.create_task(self.drive(), context=contextvars.Context())  # noqa: RUF006
-        return ended
+        return None if self.state is DONE else self.ended()
 
     def start_detached(self) -> None:
         """Run the chain in a Task of its own, made by the app's task factory
@@ -193,8 +199,6 @@ class Chain:
         self._base = host.cancelling()
         tasks = self.tasks
         runner = self._runner
-        if runner.observers:
-            self._watching = runner.watching()
         quick = runner.timeout is None and not self._watching
         try:
             if self.state is QUEUED:
@@ -294,7 +298,9 @@ class Chain:
     def _observe(self, run: Run) -> None:
         """Tell the observers that ``run`` starts."""
         task = run.task
-        waited = run.started - self.tasks._released if task.attempt == 1 else None
+        released = self.tasks._released
+        assert released is not None  # watched since its request handed it over
+        waited = run.started - released if task.attempt == 1 else None
         run.observed = start(
             self._watching, task.name, task.attempt, run.context, waited
         )
@@ -483,53 +489,36 @@ def _eager_task(coro: Coroutine[Any, Any, None]) -> None:
     # Python 3.11 has no eager start: take the first step here, with the
     # Task made beforehand as the current one, and let the Task go on from
     # it (measured: the request's call no longer waits two loop turns).
-    first = _FirstStepOf(coro)
-    rest = _rest(coro, first)
-    rest.send(None)  # to its first yield: the Task's first step resumes it
-    task = asyncio.Task(rest, context=context)
+    steps = _eagerly(coro)
+    task = asyncio.Task(steps, context=context)
     caller = asyncio.current_task(loop)
     assert caller is not None  # the request's call runs in a Task
     _leave_task(loop, caller)
     _enter_task(loop, task)
     try:
-        context.run(first.take)
+        context.run(steps.send, None)  # the first step, to its first yield
     finally:
         _leave_task(loop, task)
         _enter_task(loop, caller)
 
 
-class _FirstStepOf:
-    """The first step of a coroutine, taken outside its Task (3.11)."""
-
-    __slots__ = ("coro", "ended", "yielded")
-
-    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
-        self.coro = coro
-        self.yielded: Any = None
-        self.ended = False
-
-    def take(self) -> None:
-        try:
-            self.yielded = self.coro.send(None)
-        except StopIteration:
-            self.ended = True
-
-
 @types.coroutine
-def _rest(
-    coro: Coroutine[Any, Any, None], first: _FirstStepOf
-) -> Generator[Any, Any, None]:
-    """The Task's coroutine after `_FirstStepOf` (3.11): it hands the Task
-    what that step yielded, then passes every step on to ``coro``."""
+def _eagerly(coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
+    """The coroutine of a Task that `_eager_task` starts (3.11): ``coro``'s
+    first step, taken as it starts; then it hands the Task what that step
+    yielded, and passes every later step on to ``coro``."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        yielded = _ENDED
     thrown: BaseException | None = None
     try:
-        yield  # primed: the Task's first step resumes from here
+        yield  # the Task's first step resumes from here
     except asyncio.CancelledError as error:  # cancelled before its first step
         thrown = error
-    if first.ended:  # nothing left to run; a late cancel has nothing to end
+    if yielded is _ENDED:  # nothing left to run; a late cancel has nothing to end
         return
-    yielded, value = first.yielded, None
-    del first
+    value = None
     # As a Task does with a cancel made before it waits: cancel what the
     # first step awaits, with the cancel's message; if that cannot be,
     # throw the cancel in.

@@ -158,7 +158,10 @@ class BackgroundTasksMiddleware:
         if not tasks._close_if_empty() and self._hand_off(
             tasks, _why_not_run(watch, error), error
         ):
-            await self._run_inline(self._runner.run(tasks))
+            chain = self._runner.run(tasks)
+            ended = chain.start_inline()
+            if ended is not None:  # it did not end as it started
+                await self._run_inline(chain, ended)
         if error is not None:
             try:
                 raise error
@@ -204,13 +207,10 @@ class BackgroundTasksMiddleware:
         own = task.options.run_on_error
         return self.run_on_error if own is None else own
 
-    async def _run_inline(self, chain: Chain) -> None:
+    async def _run_inline(self, chain: Chain, ended: "asyncio.Future[None]") -> None:
         """Wait for an inline chain; if the server cancels this call, end the
         chain, then let that same cancellation go on (its message is how
         anyio's cancel scopes know their own)."""
-        ended = chain.start_inline()
-        if ended.done():  # it ran to its end as it started
-            return
         try:
             await ended
             return

@@ -102,11 +102,10 @@ class TaskRunner:
 
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up."""
-        if self.observers and self.watching():
-            tasks._released = asyncio.get_running_loop().time()
+        watching = self._watch(tasks)
         if self._active < self._limit:
             self._active += 1
-            self._chain(tasks, inline=False).start_detached()
+            self._chain(tasks, False, watching).start_detached()
         else:
             tasks._join_queue()
             self._queue.append(tasks)
@@ -114,9 +113,7 @@ class TaskRunner:
     def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: the caller starts the chain it returns
         (`Chain.start_inline`) and awaits it."""
-        if self.observers and self.watching():
-            tasks._released = asyncio.get_running_loop().time()
-        chain = self._chain(tasks, inline=True)
+        chain = self._chain(tasks, True, self._watch(tasks))
         if self._active < self._limit:
             self._active += 1
         else:
@@ -125,12 +122,23 @@ class TaskRunner:
             self._queue.append(chain)
         return chain
 
-    def watching(self) -> list[Observer]:
-        """The observers that observe tasks now."""
+    def _watch(self, tasks: BackgroundTasks) -> list[Observer]:
+        """The observers that watch ``tasks``, decided as its request hands
+        them over; they learn when that was (`BackgroundTasks._released`)."""
+        if not self.observers:
+            return []
+        watching = self._watching()
+        if watching:
+            tasks._released = asyncio.get_running_loop().time()
+        return watching
+
+    def _watching(self) -> list[Observer]:
         return [observer for observer in self.observers if observer.active()]
 
-    def _chain(self, tasks: BackgroundTasks, inline: bool) -> Chain:
-        chain = Chain(self, tasks, inline)
+    def _chain(
+        self, tasks: BackgroundTasks, inline: bool, watching: list[Observer]
+    ) -> Chain:
+        chain = Chain(self, tasks, inline, watching)
         self._chains[chain] = None
         return chain
 
@@ -147,7 +155,9 @@ class TaskRunner:
                 following.start()
             else:
                 following._leave_queue()
-                self._chain(following, inline=False).start_detached()
+                watched = following._released is not None
+                watching = self._watching() if watched else []
+                self._chain(following, False, watching).start_detached()
         else:
             self._active -= 1
 

@@ -205,7 +205,7 @@ class BackgroundTasks:
         self._next = 0
         self._open = True
         self._queued = 0  # of its tasks, those counted in `Ledger.queued`
-        self._released = 0.0  # when it was handed to the runner, if observed
+        self._released: float | None = None  # when handed over, if watched
 
     def add_task(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
