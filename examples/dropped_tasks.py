@@ -63,8 +63,12 @@ CELERY_JOBS = {"examples.tasks.send_welcome_email": send_welcome_email_job}
 
 
 def requeue_to_celery(dropped: DroppedTask) -> None:
-    """At-least-once: a Celery worker runs the dropped task instead."""
-    CELERY_JOBS[dropped.name].apply_async(dropped.args, dropped.kwargs)
+    """At-least-once: a Celery worker runs a task that shutdown or a
+    cancellation cut short. One whose request failed (a 5xx, a crash) is
+    not run anywhere: its response said the work did not happen."""
+    job = CELERY_JOBS.get(dropped.name)
+    if job is not None and dropped.reason in ("shutdown", "cancelled"):
+        job.apply_async(dropped.args, dropped.kwargs)
 
 
 async def signup(scope: Any, receive: Any, send: Any) -> None:
