@@ -25,6 +25,10 @@ SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
 # Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
 # a broken bound from hanging the suite.
 HANG = 30
+# The contract: shutdown completes "no later than about one second after"
+# shutdown_timeout (the runner gives unwinding tasks 0.5 s); generous, for a
+# loaded machine.
+BOUND_PAST_TIMEOUT = 1.5
 
 
 def unwinds_slowly(events: list[object], opened: asyncio.Event) -> Any:
@@ -60,6 +64,45 @@ async def test_a_timed_out_task_finishes_unwinding_before_the_next_task_starts(
     await app.join()
 
     assert events[-2:] == ["cleanup done", "next"]
+    assert (app.stats.timed_out, app.stats.succeeded) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_a_timed_out_task_still_unwinding_at_shutdown_ends_before_the_app_sees_it(
+    mode: str, events: list[object]
+) -> None:
+    unwinding, released = asyncio.Event(), asyncio.Event()
+
+    async def cleans_up_slowly() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            unwinding.set()
+            await asyncio.shield(released.wait())
+            events.append("cleanup done")
+            raise
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(scheduling((cleans_up_slowly,), (events.append, "next")), events),
+        mode=mode,
+        task_timeout=0.01,
+        shutdown_timeout=HANG,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await unwinding.wait()  # its timeout cancelled it; it cleans up
+
+    shutdown = asyncio.create_task(lifespan.shutdown())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert "app saw shutdown" not in events
+    released.set()
+    async with asyncio.timeout(HANG):
+        assert await shutdown == SHUTDOWN_COMPLETE
+        await request
+
+    assert events[-3:] == ["cleanup done", "next", "app saw shutdown"]
     assert (app.stats.timed_out, app.stats.succeeded) == (1, 1)
 
 
@@ -147,10 +190,14 @@ async def test_shutdown_is_bounded_when_a_task_swallows_every_cancellation(
     request = await start_request(app, events)
     await started.wait()
 
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     async with asyncio.timeout(HANG):
         assert await lifespan.shutdown() == SHUTDOWN_COMPLETE
+        took = loop.time() - began
         await request
 
+    assert took < 0.01 + BOUND_PAST_TIMEOUT
     assert events[-2:] == ["swallowed", "app saw shutdown"]
     assert caplog.messages[-1] == (
         f"background task {__name__}.test_shutdown_is_bounded_when_a_task_swallows_"

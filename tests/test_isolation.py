@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import BODY, START_200, call, scheduling
+from helpers import BODY, START_200, call, scheduling, start_request
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
@@ -116,6 +116,17 @@ async def whose_anyio_task_group_child_raises() -> None:
         group.start_soon(anyio.sleep, 3600)
 
 
+async def whose_own_timeout_expires() -> None:
+    async with asyncio.timeout(0.001):
+        await asyncio.Event().wait()
+
+
+async def awaits_a_shielded_task_someone_else_cancelled() -> None:
+    inner = asyncio.create_task(asyncio.Event().wait())
+    asyncio.get_running_loop().call_soon(inner.cancel)
+    await asyncio.shield(inner)
+
+
 OWN_FAILURES = [
     cancelled_by_someone_else,
     awaits_a_task_someone_else_cancelled,
@@ -128,6 +139,8 @@ OWN_FAILURES = [
     cancels_itself_and_returns_at_once,
     whose_task_group_child_raises,
     whose_anyio_task_group_child_raises,
+    whose_own_timeout_expires,
+    awaits_a_shielded_task_someone_else_cancelled,
 ]
 
 
@@ -251,3 +264,125 @@ async def test_tasks_of_different_requests_never_share_their_asyncio_task(
     assert len(seen) == 2
     assert seen[0] is not seen[1]
     assert not set(seen) & set(requests)  # nor the ASGI call's own Task
+
+
+async def waits_in_its_own_asyncio_timeout() -> None:
+    async with asyncio.timeout(60):
+        await asyncio.Event().wait()
+
+
+async def waits_in_its_own_wait_for() -> None:
+    await asyncio.wait_for(asyncio.Event().wait(), 60)
+
+
+async def waits_in_its_own_task_group() -> None:
+    async with asyncio.TaskGroup() as group:
+        group.create_task(asyncio.Event().wait())
+
+
+async def waits_in_its_own_anyio_scope() -> None:
+    with anyio.move_on_after(60):
+        await asyncio.Event().wait()
+
+
+async def waits_after_a_timeout_it_handled() -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.001):
+            await asyncio.Event().wait()
+    await asyncio.Event().wait()
+
+
+# A cancellation from outside still counts as one when it reaches a task
+# inside a timeout, task group or cancel scope of its own.
+WAITS_IN_OWN_SCOPES = [
+    waits_in_its_own_asyncio_timeout,
+    waits_in_its_own_wait_for,
+    waits_in_its_own_task_group,
+    waits_in_its_own_anyio_scope,
+    waits_after_a_timeout_it_handled,
+]
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+@pytest.mark.parametrize("task", WAITS_IN_OWN_SCOPES, ids=lambda f: f.__name__)
+async def test_its_timeout_inside_a_tasks_own_scope_times_it_out(
+    mode: str, task: Task, events: list[object]
+) -> None:
+    app = BackgroundTasksMiddleware(
+        scheduling((task,), (events.append, "next")), mode=mode, task_timeout=0.05
+    )
+
+    await call(app, events)
+    await app.join()
+
+    assert events[-1] == "next"
+    assert (app.stats.timed_out, app.stats.failed) == (1, 0)
+
+
+@pytest.mark.parametrize("task", WAITS_IN_OWN_SCOPES, ids=lambda f: f.__name__)
+async def test_the_server_cancelling_a_task_inside_its_own_scope_drops_it(
+    task: Task, events: list[object]
+) -> None:
+    app = BackgroundTasksMiddleware(
+        scheduling((task,), (events.append, "next")), mode="inline"
+    )
+    request = await start_request(app, events)
+    while app.stats.running == 0:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    # Lets the one that handles a 1 ms timeout get past it; should it not
+    # have, the server's cancel is still a cancel from outside.
+    await asyncio.sleep(0.01)
+
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    assert "next" not in events
+    assert (app.stats.dropped, app.stats.failed) == (2, 0)
+
+
+async def test_a_sync_tasks_error_does_not_carry_the_apps(
+    middleware: Callable[..., BackgroundTasksMiddleware],
+) -> None:
+    def fails() -> None:
+        raise ValueError("the task's own")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        add_task(fails)
+        await send(START_200)
+        await send(BODY)
+        raise RuntimeError("the app's, after its response")
+
+    errors: list[BaseException] = []
+    wrapped = middleware(app, on_error=lambda info, error: errors.append(error))
+
+    with pytest.raises(RuntimeError, match="the app's"):
+        await call(wrapped, [])
+    await wrapped.join()
+
+    [error] = errors
+    assert isinstance(error, ValueError)
+    assert error.__context__ is None
+
+
+async def test_tasks_run_after_a_crash_before_the_response_see_a_clean_exc_info(
+    middleware: Callable[..., BackgroundTasksMiddleware], events: list[object]
+) -> None:
+    async def async_task() -> None:
+        events.append(("async", sys.exc_info()))
+
+    def sync_task() -> None:
+        events.append(("sync", sys.exc_info()))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        add_task(async_task)
+        add_task(sync_task)
+        raise RuntimeError("the app's, before its response")
+
+    wrapped = middleware(app, run_on_error=True)
+
+    with pytest.raises(RuntimeError, match="the app's"):
+        await call(wrapped, events)
+    await wrapped.join()
+
+    assert events == [("async", (None, None, None)), ("sync", (None, None, None))]

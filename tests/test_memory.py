@@ -85,6 +85,10 @@ async def hangs(payload: Payload) -> None:
     await asyncio.Event().wait()
 
 
+def blocks_past_its_timeout(payload: Payload) -> None:
+    threading.Event().wait(0.2)  # its thread returns after the timeout
+
+
 def app_scheduling(task: Any, box: list[Payload], status: int = 200) -> Any:
     """An app that schedules ``task`` with the payload it takes from ``box``."""
 
@@ -106,9 +110,18 @@ def app_scheduling(task: Any, box: list[Payload], status: int = 200) -> Any:
         (fails_in_thread, 200, None, "failed"),
         (cancels_itself, 200, None, "failed"),
         (hangs, 200, 0.01, "timed_out"),
+        (blocks_past_its_timeout, 200, 0.01, "timed_out"),
         (succeeds, 500, None, "dropped"),
     ],
-    ids=["succeeded", "failed", "failed-in-thread", "own-cancel", "timed-out", "5xx"],
+    ids=[
+        "succeeded",
+        "failed",
+        "failed-in-thread",
+        "own-cancel",
+        "timed-out",
+        "timed-out-in-thread",
+        "5xx",
+    ],
 )
 async def test_arguments_are_freed_by_refcount_once_the_task_ends(
     log: _FormatAndForget,
@@ -217,6 +230,55 @@ async def test_a_finished_request_s_context_is_not_kept_alive_by_later_requests(
     await middleware.join()
     await asyncio.create_task(call(middleware, [], http_scope("/second")))
 
+    assert freed() is None
+    opened.set()
+    await middleware.join()
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_arguments_of_a_request_that_crashed_are_freed(
+    log: _FormatAndForget, mode: str
+) -> None:
+    box = [Payload()]
+    freed = weakref.ref(box[0])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        add_task(succeeds, box.pop())
+        await send(START_200)
+        raise RuntimeError("the app's, before its final message")
+
+    middleware = BackgroundTasksMiddleware(app, mode=mode)
+
+    with pytest.raises(RuntimeError):
+        await call(middleware, [])
+
+    assert middleware.stats.dropped == 1
+    assert freed() is None
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+async def test_a_failed_tasks_traceback_is_not_kept_while_other_requests_run(
+    log: _FormatAndForget,
+) -> None:
+    box = [Payload()]
+    freed = weakref.ref(box[0])
+    opened = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/first":
+            add_task(fails, box.pop())  # its frame, in the traceback, holds it
+        else:
+            add_task(asyncio.to_thread, opened.wait, 30)
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="detached", max_concurrency=1)
+    await asyncio.create_task(call(middleware, [], http_scope("/first")))
+    await middleware.join()
+    await asyncio.create_task(call(middleware, [], http_scope("/second")))
+
+    assert middleware.stats.failed == 1
     assert freed() is None
     opened.set()
     await middleware.join()

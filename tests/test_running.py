@@ -183,8 +183,11 @@ async def test_blocking_task_past_timeout_is_counted_and_the_chain_moves_on(
         release.wait(timeout=30)
         events.append("thread finished")
 
+    reported: list[BaseException] = []
     app = BackgroundTasksMiddleware(
-        scheduling((blocks,), (recording_task(events), "next")), task_timeout=0.01
+        scheduling((blocks,), (recording_task(events), "next")),
+        task_timeout=0.01,
+        on_error=lambda info, error: reported.append(error),
     )
     logger = logging.getLogger("asgi_bgtasks")
     handler = ReleaseOnceTimedOut()
@@ -198,6 +201,7 @@ async def test_blocking_task_past_timeout_is_counted_and_the_chain_moves_on(
     # waited for it.
     assert events[-2:] == ["thread finished", "next"]
     assert app.stats.timed_out == 1
+    assert type(reported[0]) is TimeoutError  # the builtin, on every Python
 
 
 async def test_tasks_see_contextvars_as_they_were_at_add_task(

@@ -11,6 +11,8 @@ from helpers import BODY, START_200, assert_accounted, call
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
+HANG = 60  # generous: a race that leaves a list open hangs the test instead
+
 
 async def test_tasks_added_from_many_threads_at_once_all_run(
     events: list[object],
@@ -126,9 +128,10 @@ async def test_add_task_racing_the_end_of_the_chain_runs_each_task_or_refuses_it
 ):
     middleware, adders = racing_app(200, calls=500)
 
-    await call(middleware, [])
-    await adders.stop()
-    await middleware.join()
+    async with asyncio.timeout(HANG):
+        await call(middleware, [])
+        await adders.stop()
+        await middleware.join()
 
     stats = middleware.stats
     assert adders.added == 4 * 500 or adders.refused  # an adder stops when refused
@@ -139,9 +142,10 @@ async def test_add_task_racing_the_end_of_the_chain_runs_each_task_or_refuses_it
 async def test_add_task_racing_a_5xx_drop_drops_each_task_or_refuses_it() -> None:
     middleware, adders = racing_app(500)
 
-    await call(middleware, [])
-    await adders.stop()
-    await middleware.join()
+    async with asyncio.timeout(HANG):  # the defect this guards against hangs
+        await call(middleware, [])
+        await adders.stop()
+        await middleware.join()
 
     stats = middleware.stats
     assert adders.added == stats.scheduled == stats.dropped
