@@ -142,7 +142,6 @@ class Chain:
         runner: "TaskRunner",
         tasks: BackgroundTasks,
         inline: bool,
-        watching: Sequence[Observer],
     ):
         self._runner = runner
         self.tasks = tasks
@@ -155,7 +154,8 @@ class Chain:
         self._wake: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._ended: list[asyncio.Future[None]] | None = None  # one per waiter
-        self._watching = watching  # the observers that watch its tasks
+        watched = tasks._watched
+        self._watching: Sequence[Observer] = () if watched is None else watched[1]
 
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
@@ -204,6 +204,9 @@ class Chain:
             if self.state is QUEUED:
                 await self._sleep()
             while self.state is RUNNING:
+                if not runner.accepting and runner.expired:  # no task starts
+                    self.cancel("shutdown")
+                    break
                 task, first = self._while_quick(tasks._take(), quick)
                 if task is None:
                     break
@@ -231,6 +234,7 @@ class Chain:
         if not quick:
             return task, None
         host = self._host
+        runner = self._runner
         assert host is not None
         while task is not None and task.options is DEFAULTS and not task.in_thread:
             context = task.context
@@ -238,9 +242,15 @@ class Chain:
                 steps = _iterator(context.run(task.func, *task.args, **task.kwargs))
                 yielded = context.run(steps.send, None)
             except StopIteration:
-                # Between tasks the chain's Task has no cancel request left.
-                if host.cancelling() != self._base or _cancel_pending(host):
-                    return task, (None, _ENDED, None)  # the general way withdraws it
+                # Between tasks the chain's Task has no cancel request left,
+                # and past the shutdown deadline no task starts: the general
+                # way withdraws requests, and checks the deadline.
+                if (
+                    host.cancelling() != self._base
+                    or _cancel_pending(host)
+                    or not runner.accepting
+                ):
+                    return task, (None, _ENDED, None)
                 task = self.tasks._succeeded_and_take(task)
                 continue
             except BaseException as error:
@@ -298,9 +308,9 @@ class Chain:
     def _observe(self, run: Run) -> None:
         """Tell the observers that ``run`` starts."""
         task = run.task
-        released = self.tasks._released
-        assert released is not None  # watched since its request handed it over
-        waited = run.started - released if task.attempt == 1 else None
+        watched = self.tasks._watched
+        assert watched is not None  # it is: `_watching` came from there
+        waited = run.started - watched[0] if task.attempt == 1 else None
         run.observed = start(
             self._watching, task.name, task.attempt, run.context, waited
         )

@@ -184,10 +184,10 @@ class BackgroundTasksMiddleware:
                 runner.drop(dropped, *why_not)
             if tasks._close_if_empty():
                 return False
-        if runner.expired:
-            runner.abandon(tasks._close(), "shutdown")
-        elif self._detached and runner.accepting:
+        if self._detached and runner.accepting:
             runner.submit(tasks)
+        elif not runner.accepting and runner.expired:  # (no property call
+            runner.abandon(tasks._close(), "shutdown")  # on the hot path)
         elif cancelled:  # this call is being cancelled: it cannot run them
             runner.abandon(tasks._close(), "cancelled")
         else:

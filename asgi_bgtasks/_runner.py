@@ -79,7 +79,7 @@ class TaskRunner:
         self._queue: deque[Chain | BackgroundTasks] = deque()
         self._chains: dict[Chain, None] = {}  # made, not done; in order
         self.accepting = True  # False from shutdown on: no detached work
-        self.expired = False  # past the shutdown deadline: nothing starts
+        self._deadline: float | None = None  # the drain's, until it is done
         self.observers: list[Observer] = observers_found()
 
     def threads(self) -> ThreadPoolExecutor:
@@ -95,17 +95,25 @@ class TaskRunner:
         own = task.options.timeout
         return self.timeout if own is None else own
 
+    @property
+    def expired(self) -> bool:
+        """Past the shutdown deadline: nothing starts. By the clock, not
+        when the drain wakes up to it: a task that blocked the event loop
+        past the deadline must not be followed by another."""
+        deadline = self._deadline
+        return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
     def reopen(self) -> None:
         """A new lifespan startup: take detached work again."""
         self.accepting = True
-        self.expired = False
+        self._deadline = None
 
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up."""
-        watching = self._watch(tasks)
+        self._watch(tasks)
         if self._active < self._limit:
             self._active += 1
-            self._chain(tasks, False, watching).start_detached()
+            self._chain(tasks, inline=False).start_detached()
         else:
             tasks._join_queue()
             self._queue.append(tasks)
@@ -113,7 +121,8 @@ class TaskRunner:
     def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: the caller starts the chain it returns
         (`Chain.start_inline`) and awaits it."""
-        chain = self._chain(tasks, True, self._watch(tasks))
+        self._watch(tasks)
+        chain = self._chain(tasks, inline=True)
         if self._active < self._limit:
             self._active += 1
         else:
@@ -122,23 +131,16 @@ class TaskRunner:
             self._queue.append(chain)
         return chain
 
-    def _watch(self, tasks: BackgroundTasks) -> list[Observer]:
-        """The observers that watch ``tasks``, decided as its request hands
-        them over; they learn when that was (`BackgroundTasks._released`)."""
-        if not self.observers:
-            return []
-        watching = self._watching()
-        if watching:
-            tasks._released = asyncio.get_running_loop().time()
-        return watching
+    def _watch(self, tasks: BackgroundTasks) -> None:
+        """Decide, as its request hands ``tasks`` over, which observers
+        watch them (`BackgroundTasks._watched`), once for all its tasks."""
+        if self.observers:
+            watching = [observer for observer in self.observers if observer.active()]
+            if watching:
+                tasks._watched = (asyncio.get_running_loop().time(), watching)
 
-    def _watching(self) -> list[Observer]:
-        return [observer for observer in self.observers if observer.active()]
-
-    def _chain(
-        self, tasks: BackgroundTasks, inline: bool, watching: list[Observer]
-    ) -> Chain:
-        chain = Chain(self, tasks, inline, watching)
+    def _chain(self, tasks: BackgroundTasks, inline: bool) -> Chain:
+        chain = Chain(self, tasks, inline)
         self._chains[chain] = None
         return chain
 
@@ -155,9 +157,7 @@ class TaskRunner:
                 following.start()
             else:
                 following._leave_queue()
-                watched = following._released is not None
-                watching = self._watching() if watched else []
-                self._chain(following, False, watching).start_detached()
+                self._chain(following, inline=False).start_detached()
         else:
             self._active -= 1
 
@@ -193,12 +193,14 @@ class TaskRunner:
             self._pool = None
 
     async def _drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        self._deadline = asyncio.get_running_loop().time() + timeout
         try:
             await asyncio.wait_for(self._drained(), timeout)
         except TimeoutError:
-            self.expired = True
             self._drop_queued()
             await self.cancel_chains(list(self._chains), "shutdown")
+        else:  # all done in time: a request ending later runs its tasks
+            self._deadline = None
 
     def _drop_queued(self) -> None:
         """Past the deadline: the queued detached requests' tasks never start."""

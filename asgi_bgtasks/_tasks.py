@@ -9,13 +9,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import CO_COROUTINE
 from types import FrameType, FunctionType
-from typing import Any, Literal, ParamSpec
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from asgiref.sync import iscoroutinefunction
 
 from ._options import DEFAULTS, options_of
 from ._stats import Ledger
 from ._types import Scope
+
+if TYPE_CHECKING:
+    from ._observe import Observer
 
 P = ParamSpec("P")
 
@@ -193,7 +196,7 @@ class BackgroundTasks:
     failed, or what is left of it was dropped; `add_task` raises from then on.
     """
 
-    __slots__ = ("_first", "_ledger", "_more", "_next", "_open", "_queued", "_released")
+    __slots__ = ("_first", "_ledger", "_more", "_next", "_open", "_queued", "_watched")
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -205,7 +208,9 @@ class BackgroundTasks:
         self._next = 0
         self._open = True
         self._queued = 0  # of its tasks, those counted in `Ledger.queued`
-        self._released: float | None = None  # when handed over, if watched
+        # When its request handed it over, and the observers that watch its
+        # tasks; None if none does (`TaskRunner._watch`).
+        self._watched: tuple[float, list[Observer]] | None = None
 
     def add_task(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs

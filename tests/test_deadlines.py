@@ -4,11 +4,14 @@ bounded whatever the tasks do (DESIGN.md, "Shutdown" and "When tasks run")."""
 
 import asyncio
 import threading
+import time
 from collections.abc import Generator
 from typing import Any
 
 import pytest
 from helpers import (
+    BODY,
+    START_200,
     Gate,
     Lifespan,
     call,
@@ -19,7 +22,7 @@ from helpers import (
     with_lifespan,
 )
 
-from asgi_bgtasks import BackgroundTasksMiddleware, DroppedTask
+from asgi_bgtasks import BackgroundTasksMiddleware, DroppedTask, add_task
 
 SHUTDOWN_COMPLETE = {"type": "lifespan.shutdown.complete"}
 # Generous: shutdown is bounded at shutdown_timeout + 0.5 s; this only keeps
@@ -339,6 +342,50 @@ async def test_detached_requests_waiting_for_a_slot_are_dropped_at_the_deadline(
     assert (stats.dropped, stats.pending, stats.running) == (6, 0, 0)
     assert events.count("1 started") == 1  # only the first request's began
     assert events[-1] == "app saw shutdown"
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+@pytest.mark.parametrize("where", ["in its request", "in the next request"])
+async def test_no_task_starts_after_the_deadline_though_the_loop_was_blocked_past_it(
+    mode: str, where: str, events: list[object]
+) -> None:
+    opened = asyncio.Event()
+
+    async def blocks_the_loop_past_the_deadline() -> None:
+        await opened.wait()
+        time.sleep(0.15)  # noqa: ASYNC251  # blocks the loop: the deadline passes
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/first":
+            add_task(blocks_the_loop_past_the_deadline)
+        if scope["path"] == "/second" or where == "in its request":
+            add_task(events.append, "started after the deadline")
+        await send(START_200)
+        await send(BODY)
+
+    app_with_lifespan = with_lifespan(app, events)
+    middleware = BackgroundTasksMiddleware(
+        app_with_lifespan, mode=mode, max_concurrency=1, shutdown_timeout=0.05
+    )
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    requests = [asyncio.create_task(call(middleware, [], http_scope("/first")))]
+    if where == "in the next request":
+        requests.append(
+            asyncio.create_task(call(middleware, [], http_scope("/second")))
+        )
+    while middleware.stats.running < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+    shutdown = asyncio.create_task(lifespan.shutdown())
+    await asyncio.sleep(0)  # the drain begins: the deadline is set
+    opened.set()
+    async with asyncio.timeout(HANG):
+        assert await shutdown == SHUTDOWN_COMPLETE
+        await asyncio.gather(*requests)
+
+    assert "started after the deadline" not in events
+    assert (middleware.stats.succeeded, middleware.stats.dropped) == (1, 1)
 
 
 async def test_a_request_ending_after_the_deadline_drops_its_tasks_loudly(

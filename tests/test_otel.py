@@ -18,6 +18,7 @@ from helpers import (
     START_200,
     Lifespan,
     call,
+    http_scope,
     scheduling,
     with_lifespan,
 )
@@ -30,9 +31,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
+from prometheus_client import CollectorRegistry
 
 import asgi_bgtasks
-from asgi_bgtasks import BackgroundTasksMiddleware, add_task, task_options
+from asgi_bgtasks import BackgroundTasksMiddleware, add_task, prometheus, task_options
 from asgi_bgtasks._observe import OBSERVER_FAILED, observers_found
 from asgi_bgtasks.otel import Tracing
 
@@ -323,6 +325,55 @@ async def test_no_span_while_no_tracer_provider_is_configured() -> None:
     assert [repr(o) for o in middleware._runner.observers] == [
         "<asgi_bgtasks.otel.Tracing>"
     ]
+
+
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+async def test_who_watches_a_requests_tasks_is_decided_as_it_hands_them_over(
+    mode: str, events: list[object]
+) -> None:
+    opened = asyncio.Event()
+
+    async def holds_the_only_slot() -> None:
+        await opened.wait()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/first":
+            add_task(holds_the_only_slot)
+        else:
+            add_task(events.append, "second ran")
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(
+        with_lifespan(app, events), mode=mode, max_concurrency=1
+    )
+    # Another observer that is always on: a request's own choice must not
+    # be made again when its slot frees.
+    prometheus.register(middleware, CollectorRegistry())
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    first = asyncio.create_task(call(middleware, [], http_scope("/first")))
+    second = asyncio.create_task(call(middleware, [], http_scope("/second")))
+    while middleware.stats.pending < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+    exporter = InMemorySpanExporter()  # a provider set after the hand-over
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    try:
+        opened.set()
+        await asyncio.gather(first, second)
+        await middleware.join()
+    finally:
+        provider.shutdown()
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+    await lifespan.shutdown()
+
+    assert "second ran" in events
+    assert middleware.stats.succeeded == 2
+    assert exporter.get_finished_spans() == ()
 
 
 async def test_tracing_stops_when_the_provider_is_reset(
