@@ -230,12 +230,12 @@ class BackgroundTasks:
                 raise RuntimeError(_CLOSED)
             task.epoch = ledger.epoch
             ledger.scheduled += 1
-            if self._first is None and not self._has_more():
-                self._first = task
-            elif self._more is None:
-                self._more = [task]
-            else:
+            if self._more is not None:
                 self._more.append(task)
+            elif self._first is None:  # none waits: it is next
+                self._first = task
+            else:
+                self._more = [task]
             if self._queued:  # its chain waits for a slot: so does this task
                 self._queued += 1
                 ledger.queued += 1
@@ -261,14 +261,14 @@ class BackgroundTasks:
         task = self._first
         if task is not None:
             self._first = None
-        elif self._has_more():
-            assert self._more is not None
-            task = self._more[self._next]
-            self._more[self._next] = None  # the list no longer keeps its arguments
-            self._next += 1
         else:
-            self._open = False
-            return None
+            more = self._more
+            if more is None or self._next == len(more):
+                self._open = False
+                return None
+            task = more[self._next]
+            more[self._next] = None  # the list no longer keeps its arguments
+            self._next += 1
         self._ledger.running += 1
         return task
 
@@ -291,13 +291,10 @@ class BackgroundTasks:
         counted pending."""
         ledger = self._ledger
         with ledger.lock:
-            if self._first is not None:  # added meanwhile: it comes after
+            if self._first is not None:  # added meanwhile, first: after it
                 if self._more is None:
                     self._more = [self._first]
-                elif self._next:
-                    self._next -= 1
-                    self._more[self._next] = self._first
-                else:
+                else:  # added after that one, when `_more` was None
                     self._more.insert(0, self._first)
             self._first = task
             task.attempt += 1
