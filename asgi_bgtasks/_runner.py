@@ -34,10 +34,15 @@ TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
 DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
 ON_DROP_FAILED = "on_drop raised while handing over background task %s"
+ON_SETTLE_FAILED = "the settle hook of background task %s raised"
 
 # A task callable's method called, like ``on_drop``, with its `DroppedTask`:
 # how an integration (Django's result store) learns that its task was dropped.
 DROP_HOOK = "_asgi_bgtasks_dropped"
+# A task callable's method called as each attempt is settled, with its outcome
+# and whether it will be retried: how an integration tells a failure that
+# ends the task from one that is followed by another attempt.
+SETTLE_HOOK = "_asgi_bgtasks_settled"
 
 # How long a cancelled task may take to unwind before it is given up on.
 UNWIND_GRACE = 0.5
@@ -284,6 +289,14 @@ class TaskRunner:
         if run.observed:
             self._tell_observers(run, outcome)
         wait = self._retry_wait(run, outcome)
+        settled = getattr(run.task.func, SETTLE_HOOK, None)
+        if settled is not None:
+            try:
+                settled(outcome, wait is not None)
+            except Exception:
+                logger.exception(
+                    ON_SETTLE_FAILED, run.task.name, extra=_about(run.task)
+                )
         if wait is not None:
             task, error = run.task, type(run.error).__name__
             logger.warning(

@@ -7,9 +7,10 @@ backport (module ``django_tasks``) on Django 5.2.
 Each ``enqueue`` during a request handled by `BackgroundTasksMiddleware`
 schedules a `_Job` with `add_task`: a partial of the task's function (so logs
 name that function and its `task_options` apply) that moves its `TaskResult`
-READY → RUNNING → SUCCESSFUL / FAILED, and learns of its own drop through the
-middleware's drop hook. Outside such a request the job runs at once, as with
-Django's ``ImmediateBackend``.
+READY → RUNNING → SUCCESSFUL / FAILED (back to READY between the attempts of
+a retried task), learning from the middleware's hooks whether a failed
+attempt is retried, and of its own drop. Outside such a request the job runs
+at once, as with Django's ``ImmediateBackend``.
 """
 
 import asyncio
@@ -142,14 +143,15 @@ class _Job(functools.partial[Any]):
     results: _Results
     after_response: bool
     _dropped: bool  # its drop is recorded: nothing it does later counts
-    _cancelled: bool  # its last error is a cancellation from outside
+    _failure: BaseException | None  # its attempt's, until the middleware settles it
 
     def __new__(cls, result: TaskResult, results: _Results) -> Self:
         job = super().__new__(cls, result.task.func)
         job.result = result
         job.results = results
         job.after_response = True
-        job._dropped = job._cancelled = False
+        job._dropped = False
+        job._failure = None
         return job
 
     def _function(self) -> Callable[..., Any]:
@@ -170,35 +172,52 @@ class _Job(functools.partial[Any]):
         error: BaseException | None = None,
         *,
         value: Any = None,
-        cancelled: bool = False,
         drop: bool = False,
     ) -> None:
         """Move the result to ``status`` (recording ``error`` or the return
-        ``value``), then send Django's signal. Once a drop is recorded,
-        nothing else is: not what a task does while it unwinds after it."""
+        ``value``), then send Django's signal: started for RUNNING, finished
+        for SUCCESSFUL and FAILED, none for READY (a retry awaits). Once a
+        drop is recorded, nothing else is: not what a task does while it
+        unwinds after it."""
         now = timezone.now()
         result = self.result
         with self.results.lock:
             if self._dropped:
                 return
-            if drop:
-                self._dropped = True
-                if self._cancelled:  # recorded as its timeout: it was this drop
-                    result.errors.pop()
-            self._cancelled = cancelled
+            self._dropped = drop
             running = status == TaskResultStatus.RUNNING
+            finished = status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
             if running:
                 started = result.started_at or now
                 _set(result, started_at=started, last_attempted_at=now)
                 result.worker_ids.append(WORKER_ID)
-            _set(result, finished_at=None if running else now, _return_value=value)
-            self.results.mark(result, finished=not running)
+            _set(result, finished_at=now if finished else None, _return_value=value)
+            self.results.mark(result, finished=finished)
             if error is not None:
                 result.errors.append(_error(error))
             _set(result, status=status)
             snapshot = _copy(result)
-        signal = task_started if running else task_finished
-        signal.send(AfterResponseBackend, task_result=snapshot)
+        if running:
+            task_started.send(AfterResponseBackend, task_result=snapshot)
+        elif finished:
+            task_finished.send(AfterResponseBackend, task_result=snapshot)
+
+    def _failed(self, error: BaseException) -> None:
+        """The attempt raised ``error``. After the response, whether that
+        ends the task is the middleware's to say (`_asgi_bgtasks_settled`)."""
+        if self.after_response:
+            self._failure = error
+        else:
+            self._record(TaskResultStatus.FAILED, error)
+
+    def _asgi_bgtasks_settled(self, outcome: str, retrying: bool) -> None:
+        """The middleware settled an attempt: a failure is recorded as the
+        task's end, or, if it is retried, as an attempt before the next.
+        A drop is recorded by the drop hook instead."""
+        error, self._failure = self._failure, None
+        if error is not None and outcome != "dropped":
+            status = TaskResultStatus.READY if retrying else TaskResultStatus.FAILED
+            self._record(status, error)
 
     def _asgi_bgtasks_dropped(self, dropped: DroppedTask) -> None:
         """The middleware will not run or finish this task: it failed."""
@@ -213,7 +232,7 @@ class _SyncJob(_Job):
         try:
             value = normalize_json(self._function()(*self._arguments(args), **kwargs))
         except BaseException as error:
-            self._record(TaskResultStatus.FAILED, error)
+            self._failed(error)
             raise
         self._record(TaskResultStatus.SUCCESSFUL, value=value)
 
@@ -229,12 +248,12 @@ class _AsyncJob(_Job):
             current = asyncio.current_task()
             if self.after_response and current is not None and current.cancelling():
                 # From outside: its timeout, or a drop that the hook records.
-                self._record(TaskResultStatus.FAILED, TIMED_OUT_ERROR, cancelled=True)
+                self._failed(TIMED_OUT_ERROR)
             else:
-                self._record(TaskResultStatus.FAILED, error)
+                self._failed(error)
             raise
         except BaseException as error:
-            self._record(TaskResultStatus.FAILED, error)
+            self._failed(error)
             raise
         self._record(TaskResultStatus.SUCCESSFUL, value=value)
 

@@ -349,6 +349,71 @@ async def test_task_options_retries_apply_and_each_attempt_is_recorded(
     assert (app.stats.retried, app.stats.succeeded) == (1, 1)
 
 
+class Signals:
+    """Records Django's task signals while connected, as (signal, status)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def started(self, sender: Any, task_result: Any, **kwargs: Any) -> None:
+        self.seen.append(("started", task_result.status))
+
+    def finished(self, sender: Any, task_result: Any, **kwargs: Any) -> None:
+        self.seen.append(("finished", task_result.status))
+
+    def __enter__(self) -> "Signals":
+        task_started.connect(self.started)
+        task_finished.connect(self.finished)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        task_started.disconnect(self.started)
+        task_finished.disconnect(self.finished)
+
+
+async def test_a_retried_task_finishes_once_after_its_last_attempt(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    with Signals() as signals:
+        result, _ = await ran_after_a_request(events, jobs.flaky, "mail")
+
+    assert signals.seen == [
+        ("started", RUNNING),
+        ("started", RUNNING),  # no FAILED between: the failure was retried
+        ("finished", SUCCESSFUL),
+    ]
+    assert result.status == SUCCESSFUL
+
+
+async def test_a_task_waiting_for_its_retry_is_ready_and_fails_once_dropped(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    results: list[Any] = []
+    app = BackgroundTasksMiddleware(
+        with_lifespan(
+            enqueuing(results, (jobs.fails_then_waits_for_its_retry, "x")), events
+        ),
+        shutdown_timeout=0.01,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    with Signals() as signals:
+        await call(app, events)
+        async with asyncio.timeout(HANG):
+            while app.stats.retried == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+
+        waiting = now(results[0])
+        await lifespan.shutdown()
+
+    assert (waiting.status, waiting.finished_at) == (READY, None)
+    assert error_classes(waiting) == [ConnectionError]
+    result = now(results[0])
+    assert result.status == FAILED
+    assert error_classes(result) == [ConnectionError, TaskDropped]
+    assert signals.seen == [("started", RUNNING), ("finished", FAILED)]
+
+
 async def test_a_task_taking_context_sees_its_attempt(
     jobs: ModuleType, events: list[Any]
 ) -> None:
@@ -540,23 +605,30 @@ def test_on_commit_outside_a_request_runs_the_task_when_the_view_commits(
 
 
 def test_signals_are_sent_as_by_djangos_own_backends(jobs: ModuleType) -> None:
-    seen: list[tuple[str, str]] = []
-
-    def started(sender: Any, task_result: Any, **kwargs: Any) -> None:
-        seen.append(("started", task_result.status))
-
-    def finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
-        seen.append(("finished", task_result.status))
-
-    task_started.connect(started)
-    task_finished.connect(finished)
-    try:
+    with Signals() as signals:
         jobs.remember.enqueue("x")
-    finally:
-        task_started.disconnect(started)
-        task_finished.disconnect(finished)
 
-    assert seen == [("started", RUNNING), ("finished", SUCCESSFUL)]
+    assert signals.seen == [("started", RUNNING), ("finished", SUCCESSFUL)]
+
+
+async def test_a_signal_receiver_that_raises_on_a_failure_is_logged(
+    jobs: ModuleType, events: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    def raises(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a receiver's bug")
+
+    task_finished.connect(raises)
+    try:
+        result, app = await ran_after_a_request(events, jobs.fails, "x")
+    finally:
+        task_finished.disconnect(raises)
+
+    assert result.status == FAILED
+    assert app.stats.failed == 1
+    assert (
+        "the settle hook of background task tests.apps.django_jobs.fails raised"
+        in caplog.messages
+    )
 
 
 # Arguments, flags, the result store

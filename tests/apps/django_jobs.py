@@ -6,6 +6,7 @@ its own event list, and wait at ``gate`` where a test needs them held.
 """
 
 import asyncio
+import contextlib
 import threading
 from functools import partial
 from typing import Any
@@ -63,13 +64,16 @@ async def fails_async(text: str) -> None:
 
 @task
 async def stubborn(text: str) -> str:
-    """Cancelled, it goes on until ``unwound`` is set, then returns."""
+    """Cancelled, it goes on until ``unwound`` is set, then returns, however
+    often it is cancelled meanwhile."""
     arrived.set()
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         ran.append(f"{text} cancelled")
-        await unwound.wait()
+    while not unwound.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await unwound.wait()
     return text
 
 
@@ -96,6 +100,13 @@ def flaky(text: str) -> str:
     if attempts[text] == 1:
         raise ConnectionError("first attempt fails")
     return text
+
+
+@task
+@task_options(retries=1, retry_delay=60)
+def fails_then_waits_for_its_retry(text: str) -> None:
+    ran.append(text)
+    raise ConnectionError("smtp down")
 
 
 @task(takes_context=True)
