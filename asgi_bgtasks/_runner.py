@@ -85,6 +85,7 @@ class TaskRunner:
         self._chains: dict[Chain, None] = {}  # made, not done; in order
         self.accepting = True  # False from shutdown on: no detached work
         self._deadline: float | None = None  # the drain's, until it is done
+        self._timed_out = False  # the drain ran out of time
         self.observers: list[Observer] = observers_found()
 
     def threads(self) -> ThreadPoolExecutor:
@@ -102,9 +103,13 @@ class TaskRunner:
 
     @property
     def expired(self) -> bool:
-        """Past the shutdown deadline: nothing starts. By the clock, not
-        when the drain wakes up to it: a task that blocked the event loop
-        past the deadline must not be followed by another."""
+        """Past the shutdown deadline: nothing starts. Once the drain ran
+        out of time, and by the clock before it wakes up to it (a task that
+        blocked the event loop past the deadline must not be followed by
+        another; the clock alone would not do either: uvloop's timers can
+        fire a millisecond before ``loop.time()`` reads the deadline)."""
+        if self._timed_out:
+            return True
         deadline = self._deadline
         return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
@@ -112,6 +117,7 @@ class TaskRunner:
         """A new lifespan startup: take detached work again."""
         self.accepting = True
         self._deadline = None
+        self._timed_out = False
 
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up."""
@@ -202,6 +208,7 @@ class TaskRunner:
         try:
             await asyncio.wait_for(self._drained(), timeout)
         except TimeoutError:
+            self._timed_out = True
             self._drop_queued()
             await self.cancel_chains(list(self._chains), "shutdown")
         else:  # all done in time: a request ending later runs its tasks
