@@ -137,12 +137,7 @@ class Chain:
         "tasks",
     )
 
-    def __init__(
-        self,
-        runner: "TaskRunner",
-        tasks: BackgroundTasks,
-        inline: bool,
-    ):
+    def __init__(self, runner: "TaskRunner", tasks: BackgroundTasks, inline: bool):
         self._runner = runner
         self.tasks = tasks
         self.inline = inline

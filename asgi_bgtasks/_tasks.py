@@ -272,9 +272,6 @@ class BackgroundTasks:
         self._ledger.running += 1
         return task
 
-    def _has_more(self) -> bool:
-        return self._more is not None and self._next < len(self._more)
-
     def _waiting(self) -> list[_Task]:
         """The tasks not yet taken, in order (the ledger's lock held)."""
         waiting = [] if self._first is None else [self._first]
@@ -284,7 +281,8 @@ class BackgroundTasks:
 
     def _has_tasks(self) -> bool:
         """Whether any task waits to be taken."""
-        return self._first is not None or self._has_more()
+        more = self._more
+        return self._first is not None or (more is not None and self._next < len(more))
 
     def _put_back(self, task: _Task) -> None:
         """``task``, just taken, waits to be retried: it is next again, and
