@@ -8,6 +8,21 @@ neighbours' load hit every variant alike. Time is this thread's CPU time,
 not the wall clock, so time the machine gives to other processes is not
 counted. It includes running every task to its end (the batch waits for
 them), so detached modes are not flattered.
+
+Two task shapes: ``noop`` ends in its first step (``async def task():
+pass``), ``io`` suspends once (``await asyncio.sleep(0)``), as any task
+doing I/O does. Ours is held against floors written as plainly as a user
+would write them by hand, each one a task middleware that wraps ``send``
+and sees the final body, then:
+
+- ``floor, no task``: nothing more (the send-wrapper floor);
+- ``floor, awaited in the request's Task``: awaits each task in the
+  request's own Task (no isolation: shown for reference);
+- ``floor + own Task, awaited``: runs each task in an asyncio Task of its
+  own, eagerly started where the Python has it (3.12+), and awaits it, in
+  order: what isolating a task costs at the least, inline;
+- ``floor + create_task``: the same, fire-and-forget (a reference kept in a
+  set until the task is done): the detached floor.
 """
 
 import asyncio
@@ -15,6 +30,7 @@ import contextlib
 import gc
 import importlib.util
 import statistics
+import sys
 import time
 from collections.abc import (
     AsyncIterator,
@@ -31,7 +47,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from asgi_bgtasks import BackgroundTasksMiddleware, add_task
-from bench.targets import show, target
+from bench.targets import reported, show, target
 
 SCOPE = {
     "type": "http",
@@ -46,23 +62,54 @@ SCOPE = {
 START = {"type": "http.response.start", "status": 200, "headers": []}
 BODY = {"type": "http.response.body", "body": b"ok"}
 App = Callable[[Any, Any, Any], Awaitable[None]]
-
-# (name, variant, baseline, at most): the targets of issue 11.
-TARGETS = [
-    ("inline, one task", "ours, one task inline", "floor, one task", 2.5),
-    ("no task", "ours, no task", "floor, no task", 1.5),
-    ("detached vs inline", "ours, one task detached", "ours, one task inline", 2.0),
-]
+Task = Callable[[], Awaitable[None]]
+EAGER = sys.version_info >= (3, 12)  # asyncio.Task(..., eager_start=True)
+TEN = 10
 
 
 class Runs:
-    """The no-op task counts its runs, so a batch can wait for all of them."""
+    """Every task counts its runs, so a batch can wait for all of them."""
 
     count = 0
 
 
 async def noop() -> None:
     Runs.count += 1
+
+
+async def io() -> None:
+    await asyncio.sleep(0)
+    Runs.count += 1
+
+
+SHAPES: dict[str, Task] = {"noop": noop, "io": io}
+
+OWN_TASK = "floor + own Task, awaited"
+CREATE_TASK = "floor + create_task"
+OWN_TASKS = f"floor + {TEN} own Tasks, awaited in order, noop"
+# (target, variant, baseline, at most): ratios of added CPU µs per request.
+TARGETS = [
+    *(
+        (f"inline, {shape}", f"ours inline, {shape}", f"{OWN_TASK}, {shape}", 2.0)
+        for shape in SHAPES
+    ),
+    *(
+        (
+            f"detached, {shape}",
+            f"ours detached, {shape}",
+            f"{CREATE_TASK}, {shape}",
+            2.0,
+        )
+        for shape in SHAPES
+    ),
+    (f"inline, {TEN} noop tasks", f"ours inline, {TEN} noop tasks", OWN_TASKS, 2.0),
+    ("no task", "ours, no task", "floor, no task", 1.5),
+]
+# (figure, variant): reported with no bar; each variant's added µs is over
+# its own baseline (see `variants`).
+REPORTED = [
+    ("OpenTelemetry SDK per task (inline, noop)", "ours inline, noop, OTel SDK"),
+]
 
 
 async def receive() -> dict[str, Any]:
@@ -79,17 +126,40 @@ async def serve_lifespan(receive: Any, send: Any) -> None:
     await send({"type": "lifespan.shutdown.complete"})
 
 
+# Every app below answers the lifespan (ours in detached mode needs its
+# startup), so every variant and its baseline pay the same scope test.
+
+
 async def bare(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return await serve_lifespan(receive, send)
     await send(START)
     await send(BODY)
 
 
-def scheduling(count: int = 1) -> App:
-    """The bare app, plus ``count`` calls of our ``add_task(noop)``."""
+def scheduling(task: Task, count: int = 1) -> App:
+    """The bare app, plus ``count`` calls of our ``add_task(task)``."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await serve_lifespan(receive, send)
         for _ in range(count):
-            add_task(noop)
+            add_task(task)
+        await send(START)
+        await send(BODY)
+
+    return app
+
+
+def floor_app(task: Task, count: int = 1) -> App:
+    """The bare app, handing ``count`` tasks to a floor through its scope."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await serve_lifespan(receive, send)
+        tasks = scope["floor.tasks"]
+        for _ in range(count):
+            tasks.append(task)
         await send(START)
         await send(BODY)
 
@@ -98,13 +168,13 @@ def scheduling(count: int = 1) -> App:
 
 class Floor:
     """The least a task middleware can do: wrap ``send``, see the final
-    body, then await the request's tasks."""
+    body, then await the request's tasks in the request's own Task."""
 
     def __init__(self, app: App) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        tasks: list[Callable[[], Awaitable[None]]] = []
+        tasks: list[Task] = []
         scope["floor.tasks"] = tasks
         ended = False
 
@@ -122,18 +192,77 @@ class Floor:
                 await task()
 
 
-async def floor_app(scope: Any, receive: Any, send: Any) -> None:
-    scope["floor.tasks"].append(noop)
-    await send(START)
-    await send(BODY)
+class OwnTaskFloor:
+    """Isolation's floor, inline: the same, but each task runs in an asyncio
+    Task of its own (eager where the Python has it), awaited in order."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tasks: list[Task] = []
+        scope["floor.tasks"] = tasks
+        ended = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal ended
+            if message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            ):
+                ended = True
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if ended:
+            loop = asyncio.get_running_loop()
+            for task in tasks:
+                if EAGER:
+                    own = asyncio.Task(task(), loop=loop, eager_start=True)
+                else:
+                    own = loop.create_task(task())
+                if not own.done():
+                    await own
+
+
+class CreateTaskFloor:
+    """The detached floor: the same, fire-and-forget with ``create_task``,
+    a reference kept until the task is done."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tasks: list[Task] = []
+        scope["floor.tasks"] = tasks
+        ended = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal ended
+            if message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            ):
+                ended = True
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if ended:
+            loop = asyncio.get_running_loop()
+            for task in tasks:
+                own = loop.create_task(task())
+                self.running.add(own)
+                own.add_done_callback(self.running.discard)
 
 
 async def starlette_plain(scope: Any, receive: Any, send: Any) -> None:
     await Response(b"ok")(scope, receive, send)
 
 
-async def starlette_background(scope: Any, receive: Any, send: Any) -> None:
-    await Response(b"ok", background=BackgroundTask(noop))(scope, receive, send)
+def starlette_background(task: Task) -> App:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await Response(b"ok", background=BackgroundTask(task))(scope, receive, send)
+
+    return app
 
 
 async def nothing() -> None:
@@ -145,7 +274,7 @@ class Variant:
     name: str
     baseline: str  # the variant whose cost is subtracted
     app: App
-    tasks: int = 0  # no-op tasks per request
+    tasks: int = 0  # tasks per request
     settle: Callable[[], Awaitable[None]] = nothing  # waits for its tasks
     scale: float = 1.0  # share of a batch's requests (for slow variants)
     # what holds around its batches (outside the timed part)
@@ -177,61 +306,83 @@ class Lifespan:
 
 @contextlib.asynccontextmanager
 async def variants() -> AsyncIterator[list[Variant]]:
-    """Every variant; asgi-background's only where it is installed."""
-    detached = BackgroundTasksMiddleware(scheduling(), mode="detached")
+    """Every variant; asgi-background's only where it is installed, the
+    OpenTelemetry SDK's only where the SDK is."""
     ours = BackgroundTasksMiddleware
-    found = [
-        Variant("bare app", "bare app", bare),
-        Variant("floor, no task", "bare app", Floor(bare)),
-        Variant("floor, one task", "bare app", Floor(floor_app), 1),
-        Variant("ours, no task", "bare app", ours(bare)),
-        Variant(
-            "ours, one task inline", "bare app", ours(scheduling(), mode="inline"), 1
-        ),
-        Variant("ours, one task detached", "bare app", detached, 1, detached.join),
-        Variant(
-            "ours, ten tasks inline",
-            "bare app",
-            ours(scheduling(10), mode="inline"),
-            10,
-            scale=0.2,
-        ),
-        Variant("Starlette Response", "Starlette Response", starlette_plain),
-        Variant(
-            "Starlette, one BackgroundTask",
-            "Starlette Response",
-            starlette_background,
-            1,
-        ),
-    ]
-    found[5:5] = _observed()
     async with contextlib.AsyncExitStack() as stack:
-        if importlib.util.find_spec("asgi_background"):
-            found.append(await _asgi_background(stack))
-        yield found
-
-
-def _observed() -> list[Variant]:
-    """One task inline with no observer at all (as where opentelemetry-api
-    is not installed), and, where the SDK is installed, traced by an SDK
-    tracer provider. The other variants of ours run with opentelemetry-api
-    installed and no provider configured: its observer is asked once per
-    request and declines."""
-    untraced = BackgroundTasksMiddleware(scheduling(), mode="inline")
-    untraced._runner.observers.clear()
-    found = [Variant("ours, one task inline, no observer", "bare app", untraced, 1)]
-    if importlib.util.find_spec("opentelemetry.sdk"):
-        traced = BackgroundTasksMiddleware(scheduling(), mode="inline")
-        found.append(
+        found = [
+            Variant("bare app", "bare app", bare),
+            Variant("floor, no task", "bare app", Floor(bare)),
+            Variant("ours, no task", "bare app", ours(bare)),
+        ]
+        for shape, task in SHAPES.items():
+            detached = ours(scheduling(task), mode="detached")
+            lifespan = Lifespan(detached)
+            await lifespan.startup()  # else it would run its tasks inline
+            stack.push_async_callback(lifespan.shutdown)
+            found += [
+                Variant(
+                    f"floor, awaited in the request's Task, {shape}",
+                    "bare app",
+                    Floor(floor_app(task)),
+                    1,
+                ),
+                Variant(
+                    f"{OWN_TASK}, {shape}", "bare app", OwnTaskFloor(floor_app(task)), 1
+                ),
+                Variant(
+                    f"{CREATE_TASK}, {shape}",
+                    "bare app",
+                    CreateTaskFloor(floor_app(task)),
+                    1,
+                ),
+                Variant(
+                    f"ours inline, {shape}",
+                    "bare app",
+                    ours(scheduling(task), mode="inline"),
+                    1,
+                ),
+                Variant(
+                    f"ours detached, {shape}", "bare app", detached, 1, detached.join
+                ),
+                Variant(
+                    f"Starlette BackgroundTask, {shape}",
+                    "Starlette Response",
+                    starlette_background(task),
+                    1,
+                ),
+            ]
+        found += [
             Variant(
-                "ours, one task inline, OTel SDK",
+                OWN_TASKS,
                 "bare app",
-                traced,
-                1,
-                around=_sdk_provider,
+                OwnTaskFloor(floor_app(noop, TEN)),
+                TEN,
+                scale=0.2,
+            ),
+            Variant(
+                f"ours inline, {TEN} noop tasks",
+                "bare app",
+                ours(scheduling(noop, TEN), mode="inline"),
+                TEN,
+                scale=0.2,
+            ),
+            Variant("Starlette Response", "Starlette Response", starlette_plain),
+        ]
+        if importlib.util.find_spec("opentelemetry.sdk"):
+            found.append(
+                Variant(
+                    "ours inline, noop, OTel SDK",
+                    "ours inline, noop",  # so its added µs is the SDK's cost
+                    ours(scheduling(noop), mode="inline"),
+                    1,
+                    around=_sdk_provider,
+                )
             )
-        )
-    return found
+        if importlib.util.find_spec("asgi_background"):
+            for shape, task in SHAPES.items():
+                found.append(await _asgi_background(stack, shape, task))
+        yield found
 
 
 @contextlib.contextmanager
@@ -263,14 +414,16 @@ def _sdk_provider() -> Iterator[None]:
         trace._TRACER_PROVIDER = None
 
 
-async def _asgi_background(stack: contextlib.AsyncExitStack) -> Variant:
+async def _asgi_background(
+    stack: contextlib.AsyncExitStack, shape: str, task: Task
+) -> Variant:
     """asgi-background 0.2: an anyio task per task, started in its lifespan."""
     from asgi_background import BackgroundTaskMiddleware, BackgroundTasks
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await serve_lifespan(receive, send)
-        await BackgroundTasks(scope).add_task(noop)
+        await BackgroundTasks(scope).add_task(task)
         await send(START)
         await send(BODY)
 
@@ -278,7 +431,7 @@ async def _asgi_background(stack: contextlib.AsyncExitStack) -> Variant:
     lifespan = Lifespan(middleware)
     await lifespan.startup()
     stack.push_async_callback(lifespan.shutdown)
-    return Variant("asgi-background, one task", "bare app", middleware, 1, scale=0.1)
+    return Variant(f"asgi-background, {shape}", "bare app", middleware, 1, scale=0.1)
 
 
 async def time_batch(variant: Variant, requests: int) -> float:
@@ -293,7 +446,7 @@ async def time_batch(variant: Variant, requests: int) -> float:
             await app(dict(SCOPE), receive, send)
             await asyncio.sleep(0)  # a server's loop turns between requests
         await settle()
-        while Runs.count < expected:  # asgi-background has no join  # noqa: ASYNC110
+        while Runs.count < expected:  # the floors have no join  # noqa: ASYNC110
             await asyncio.sleep(0)
         elapsed = time.thread_time_ns() - started
     return elapsed / requests / 1000
@@ -302,7 +455,7 @@ async def time_batch(variant: Variant, requests: int) -> float:
 async def measure(requests: int = 2_000, rounds: int = 51) -> dict[str, Any]:
     """Per variant: median CPU µs per request, added µs over its baseline
     (the median of the rounds' differences) and their interquartile range;
-    then each target of issue 11 with its ratio."""
+    then each target with its ratio, and the figures reported with no bar."""
     times: dict[str, list[float]] = {}
     async with variants() as found:
         for variant in found:  # warm up
@@ -327,6 +480,7 @@ async def measure(requests: int = 2_000, rounds: int = 51) -> dict[str, Any]:
             )
         ]
         results["variants"][variant.name] = {
+            "baseline": variant.baseline,
             "per_request": statistics.median(times[variant.name]),
             "added": statistics.median(added),
             "spread": _iqr(added),
@@ -336,11 +490,16 @@ async def measure(requests: int = 2_000, rounds: int = 51) -> dict[str, Any]:
         ratio = added_us[mine] / added_us[base]
         results["targets"].append(
             target(
-                f"{name}: added µs ≤ {at_most} x {base}",
+                f"in-process, {name}: added µs ≤ {at_most} x {base}",
                 ratio <= at_most,
                 f"{added_us[mine]:.2f} / {added_us[base]:.2f} = {ratio:.2f} x",
             )
         )
+    for name, variant_name in REPORTED:
+        if variant_name in added_us:
+            results["targets"].append(
+                reported(f"in-process, {name}", f"{added_us[variant_name]:+.2f} µs")
+            )
     return results
 
 
@@ -352,7 +511,7 @@ def _iqr(values: list[float]) -> float:
 def report(results: dict[str, Any]) -> None:
     for name, row in results["variants"].items():
         print(
-            f"{name:32} {row['per_request']:8.2f} µs CPU"
+            f"{name:48} {row['per_request']:8.2f} µs CPU"
             f"  added {row['added']:+7.2f} µs (IQR {row['spread']:.2f})"
         )
     show(results["targets"])

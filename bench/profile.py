@@ -1,7 +1,7 @@
 """Where one in-process variant spends its time: ``python -m bench.profile NAME``.
 
-Serves ``bench/micro.py``'s variant ``NAME`` (default: ours, one task
-inline) under cProfile and prints the functions with the most time of
+Serves ``bench/micro.py``'s variant ``NAME`` (default: ours inline,
+noop) under cProfile and prints the functions with the most time of
 their own, and how many calls each makes per request.
 """
 
@@ -45,4 +45,4 @@ def main(name: str, requests: int = 20_000, top: int = 20) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "ours, one task inline")
+    main(sys.argv[1] if len(sys.argv) > 1 else "ours inline, noop")
