@@ -36,6 +36,8 @@ DEFAULTS = TaskOptions()
 
 
 def task_options(
+    func: None = None,
+    /,
     *,
     timeout: float | None = None,
     retries: int = 0,
@@ -62,6 +64,12 @@ def task_options(
             crash (an audit record); ``False``: never then; ``None``: follow
             the middleware's ``run_on_error``.
     """
+    if func is not None:
+        raise TypeError(
+            "task_options takes keyword options only and returns the decorator: "
+            "write @task_options() with parentheses, or "
+            f"@task_options(retries=3, ...), got {func!r}"
+        )
     if timeout is not None:
         check_seconds("task_options: timeout", timeout, allow_zero=False)
     check_count("task_options: retries", retries, minimum=0)

@@ -12,10 +12,20 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ModuleNotFoundError as missing:
+    if missing.name != "prometheus_client":
+        raise
+    raise ModuleNotFoundError(
+        "asgi_bgtasks.prometheus needs prometheus_client, which the prometheus "
+        "extra installs: pip install 'asgi-bgtasks[prometheus]'",
+        name=missing.name,
+    ) from missing
 
+from ._find import middleware_in
 from ._middleware import BackgroundTasksMiddleware
 from ._observe import Ended
 from ._stats import Stats
@@ -24,16 +34,29 @@ OUTCOMES = ("succeeded", "failed", "timed_out", "dropped")
 
 
 def register(
-    middleware: BackgroundTasksMiddleware,
+    middleware: Any,
     registry: CollectorRegistry = REGISTRY,
     *,
     label: str = "default",
 ) -> None:
     """Export ``middleware``'s task metrics to ``registry``.
 
-    Several middleware instances may share a registry: each gets its own
-    value of the ``middleware`` label (``label``), which must be new there.
+    ``middleware`` is the `BackgroundTasksMiddleware` instance, or the app
+    that installed it (a Starlette / FastAPI app that called
+    ``app.add_middleware(BackgroundTasksMiddleware)``, a Quart app whose
+    ``asgi_app`` it wraps). Several middleware instances may share a
+    registry: each gets its own value of the ``middleware`` label
+    (``label``, keyword-only), which must be new there.
     """
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            "register(): registry must be a prometheus_client CollectorRegistry, "
+            f"got {registry!r}; the label is keyword-only: "
+            f"register(middleware, label={registry!r})"
+        )
+    if not isinstance(label, str):
+        raise TypeError(f"register(): label must be a str, got {label!r}")
+    middleware = middleware_in(middleware, "register()")
     exporter = _exporters.get(registry)
     if exporter is None:
         exporter = _exporters[registry] = _Exporter(registry)

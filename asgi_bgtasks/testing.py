@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import Token
 from types import TracebackType
+from typing import Any
 
+from ._find import middleware_in
 from ._middleware import BackgroundTasksMiddleware
 from ._runner import TaskRunner
 from ._stats import Ledger, Stats
 from ._tasks import BackgroundTasks, _current
 
 _logger = logging.getLogger("asgi_bgtasks")
+_POLL = 0.005  # seconds between looks while only an unstoppable thread runs
 
 
 class _Collect(logging.Handler):
@@ -56,16 +59,35 @@ def _unsuccessful(stats: Stats) -> int:
     return stats.failed + stats.timed_out + stats.dropped
 
 
-@asynccontextmanager
-async def settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]:
+def settled(app: Any) -> AbstractAsyncContextManager[None]:
     """On leaving the block, wait for all tasks; raise if any did not succeed.
 
-    ``middleware`` is the `BackgroundTasksMiddleware` instance (for Quart,
-    ``app.asgi_app``).
+    ``app`` is the `BackgroundTasksMiddleware` instance, or the app that
+    installed it: a Starlette / FastAPI app that called
+    ``app.add_middleware(BackgroundTasksMiddleware)``, a Quart app whose
+    ``asgi_app`` it wraps. Tasks that tasks add are waited for too: the
+    block ends once nothing runs or waits.
     """
+    return _settled(middleware_in(app, "settled()"))
+
+
+@asynccontextmanager
+async def _settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]:
     with _failures_raised(lambda: middleware.stats):
         yield
+        await _idle(middleware)
+
+
+async def _idle(middleware: BackgroundTasksMiddleware) -> None:
+    """Return once no task of ``middleware`` is running or pending."""
+    while True:
+        scheduled = middleware.stats.scheduled
         await middleware.join()
+        stats = middleware.stats
+        if stats.running == 0 and stats.pending == 0:
+            return
+        if stats.scheduled == scheduled:  # nothing new: a thread still running
+            await asyncio.sleep(_POLL)
 
 
 class run_tasks_on_exit:
@@ -102,6 +124,12 @@ class run_tasks_on_exit:
         trace: TracebackType | None,
     ) -> None:
         if self._leave(error):
+            if _loop_running():
+                raise RuntimeError(
+                    "run_tasks_on_exit: the block ends inside a coroutine (an "
+                    "event loop is running), where its tasks cannot be run from "
+                    "a plain `with`: write `async with run_tasks_on_exit():`"
+                )
             asyncio.run(self._run())
 
     async def __aenter__(self) -> "run_tasks_on_exit":
@@ -125,3 +153,11 @@ class run_tasks_on_exit:
     async def _run(self) -> None:
         with _failures_raised(self._runner.ledger.snapshot):
             await self._runner.run(self._tasks).drive()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

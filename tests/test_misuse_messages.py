@@ -2,16 +2,22 @@
 instead, which option to change, or which command to run."""
 
 import asyncio
+import importlib
+import sys
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from asgi_bgtasks import (
     BackgroundTasksMiddleware,
     add_task,
     background_tasks,
+    prometheus,
     task_options,
 )
+from asgi_bgtasks.testing import run_tasks_on_exit, settled
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -20,6 +26,11 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 async def send_email(address: str) -> None:
     await asyncio.sleep(0)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
 
 
 def test_add_task_outside_a_request_says_to_wrap_the_app() -> None:
@@ -104,3 +115,79 @@ def test_task_options_on_a_bound_method_says_where_to_decorate() -> None:
         task_options(retries=1)(Mailer().send)
 
     assert str(raised.value).endswith("decorate the function where it is defined")
+
+
+def test_task_options_without_parentheses_says_to_add_them() -> None:
+    with pytest.raises(TypeError) as raised:
+        task_options(send_email)  # type: ignore[arg-type]  # i.e. @task_options
+
+    assert "write @task_options() with parentheses" in str(raised.value)
+
+
+def test_settled_given_an_app_without_the_middleware_says_what_it_needs() -> None:
+    with pytest.raises(TypeError) as raised:
+        settled(FastAPI())
+
+    assert str(raised.value).startswith(
+        "settled() needs the BackgroundTasksMiddleware instance, or an app that "
+        "installed it (app.add_middleware(BackgroundTasksMiddleware)"
+    )
+
+
+def test_prometheus_register_given_an_app_without_the_middleware_says_what_it_needs(
+    registry: CollectorRegistry,
+) -> None:
+    with pytest.raises(TypeError) as raised:
+        prometheus.register(FastAPI(), registry)
+
+    assert str(raised.value).startswith(
+        "register() needs the BackgroundTasksMiddleware instance, or an app that "
+        "installed it"
+    )
+
+
+def test_prometheus_register_with_a_positional_label_says_it_is_keyword_only() -> None:
+    with pytest.raises(TypeError) as raised:
+        prometheus.register(BackgroundTasksMiddleware(app), "default")  # type: ignore[arg-type]
+
+    assert "the label is keyword-only: register(middleware, label='default')" in str(
+        raised.value
+    )
+
+
+def test_prometheus_without_prometheus_client_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
+    monkeypatch.delitem(sys.modules, "asgi_bgtasks.prometheus")
+
+    with pytest.raises(ModuleNotFoundError) as raised:
+        importlib.import_module("asgi_bgtasks.prometheus")
+
+    assert "pip install 'asgi-bgtasks[prometheus]'" in str(raised.value)
+    assert raised.value.name == "prometheus_client"
+
+
+def test_prometheus_reports_another_missing_module_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
+    monkeypatch.delitem(sys.modules, "asgi_bgtasks.prometheus")
+
+    with pytest.raises(ModuleNotFoundError) as raised:
+        importlib.import_module("asgi_bgtasks.prometheus")
+
+    assert raised.value.name == "prometheus_client.core"
+    assert "extra" not in str(raised.value)
+
+
+async def test_run_tasks_on_exit_with_plain_with_in_a_coroutine_says_async_with() -> (
+    None
+):
+    ran: list[str] = []
+
+    with pytest.raises(RuntimeError) as raised, run_tasks_on_exit():
+        add_task(ran.append, "never")
+
+    assert str(raised.value).endswith("write `async with run_tasks_on_exit():`")
+    assert ran == []

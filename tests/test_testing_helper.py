@@ -1,5 +1,6 @@
 """asgi_bgtasks.testing.settled: waits for the tasks and fails on theirs."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -56,6 +57,30 @@ async def test_dropped_tasks_fail_the_test_too(events: list[object]) -> None:
         async with settled(app):
             await get(app)
     assert events == []
+
+
+async def test_block_waits_for_a_follow_up_a_task_adds_and_fails_on_it() -> None:
+    def send_receipt() -> None:
+        raise ConnectionError("SMTP server down")
+
+    async def confirm() -> None:
+        await asyncio.sleep(0)  # running, after the block's end began waiting
+        add_task(send_receipt)  # the follow-up: scheduled by a running task
+
+    app = BackgroundTasksMiddleware(scheduling((confirm,)), mode="detached")
+
+    async def receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        pass
+
+    with pytest.raises(AssertionError, match="send_receipt failed") as raised:
+        async with settled(app):
+            await app({"type": "http", "method": "GET", "path": "/"}, receive, send)
+
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    assert app.stats.running == app.stats.pending == 0
 
 
 async def test_earlier_failures_do_not_count(events: list[object]) -> None:
