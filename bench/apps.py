@@ -7,7 +7,9 @@
 - ``inline`` / ``detached``: ours, one ``add_task`` a request, in that mode;
 - ``default``: ours, one ``add_task`` a request, default options.
 
-The task is ``asyncio.sleep(BENCH_TASK_SECONDS)``, or nothing when that is 0.
+The task is ``asyncio.sleep(BENCH_TASK_SECONDS)``; when that is 0, it is
+``BENCH_TASK_SHAPE``: ``noop`` (nothing) or ``io`` (``asyncio.sleep(0)``,
+one suspension, as any task doing I/O).
 ``BENCH_MAX_PENDING`` sets ours' ``max_pending``. ``POST /`` answers ``ok``;
 ``GET /stats`` answers JSON: tasks finished (``finished``) and added but not
 yet finished (``outstanding``), our middleware's ``pending`` and
@@ -34,6 +36,7 @@ from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 FRAMEWORK = os.environ.get("BENCH_FRAMEWORK", "starlette")
 VARIANT = os.environ.get("BENCH_VARIANT", "reference")
 TASK_SECONDS = float(os.environ.get("BENCH_TASK_SECONDS") or 0)
+TASK_SUSPENDS = os.environ.get("BENCH_TASK_SHAPE", "noop") == "io"
 MAX_PENDING = os.environ.get("BENCH_MAX_PENDING")
 GC_SAVEALL = os.environ.get("BENCH_GC_SAVEALL") == "1"
 
@@ -48,6 +51,8 @@ class Tally:
 async def task() -> None:
     if TASK_SECONDS:
         await asyncio.sleep(TASK_SECONDS)
+    elif TASK_SUSPENDS:
+        await asyncio.sleep(0)
     Tally.finished += 1
 
 

@@ -53,6 +53,7 @@ class AppSpec:
     framework: str = "starlette"
     variant: str = "reference"
     task_seconds: float = 0.0
+    shape: str = "noop"  # or "io" (when task_seconds is 0)
     max_pending: int | None = None
     gc_saveall: bool = False
 
@@ -61,6 +62,7 @@ class AppSpec:
             "BENCH_FRAMEWORK": self.framework,
             "BENCH_VARIANT": self.variant,
             "BENCH_TASK_SECONDS": str(self.task_seconds),
+            "BENCH_TASK_SHAPE": self.shape,
             "BENCH_GC_SAVEALL": "1" if self.gc_saveall else "",
         }
         if self.max_pending is not None:
