@@ -30,10 +30,15 @@ test-all: install
 soak: install
 	$(BIN)/python -m pytest -m soak
 
-# About five minutes; BENCH_QUICK=1 for about two, BENCH_ONLY=... (bench/run.py).
-bench: install
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m bench.run
+# One run per Python, each in a venv of its own (bench/pythons.sh): 3.11 and
+# 3.13 (pyenv's latest, else python3.1x on PATH), results side by side in
+# docs/benchmarks.md. PYTHON=... on the command line, or BENCH_PYTHONS="3.13",
+# runs only those; the others keep their last results. About five minutes a
+# Python; BENCH_QUICK=1 for about two, BENCH_ONLY=... (bench/run.py).
+BENCH_PYTHONS ?= $(if $(filter command line,$(origin PYTHON)),$(PYTHON),3.11 3.13)
+
+bench:
+	bash bench/pythons.sh $(BENCH_PYTHONS)
 
 # Prints only its progress: tests/test_docs_build.py fails on any other line.
 docs: install

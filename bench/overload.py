@@ -165,7 +165,7 @@ def _at(samples: list[dict[str, float]], t: float) -> dict[str, float]:
 
 
 def targets(io: dict[str, Any], slow: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 11's overload targets."""
+    """The overload targets (kept from v0.2)."""
     ours, drained = io["ours"], io["ours"]["drained_seconds"]
     growth = slow["rss_mib_after"] - slow["rss_mib_at_third"]
     return [

@@ -1,16 +1,20 @@
-"""``make bench``: run every benchmark, then update docs/benchmarks.md and its plot.
+"""Run every benchmark on this Python, then update docs/benchmarks.md and its plot.
 
-Writes ``bench/results.json``, ``docs/img/benchmarks.png`` and the part of
-``docs/benchmarks.md`` between its ``bench:start`` and ``bench:end`` markers,
-and prints each target with PASS or FAIL. A missed target never fails the
-run: it is a report.
+``make bench`` runs this once per Python (``bench/pythons.sh``), each in
+its own venv. Results are kept per Python ("3.11", "3.13", ...) in
+``bench/results.json``: a run replaces its own Python's and keeps the
+others' from their last run. Writes ``docs/img/benchmarks.png`` and the
+part of ``docs/benchmarks.md`` between its ``bench:start`` and
+``bench:end`` markers (every Python side by side), and prints each target
+of this run with PASS or FAIL. A missed target never fails the run: it is
+a report.
 
 Environment:
 
 - ``BENCH_QUICK=1``: every benchmark, with fewer and shorter rounds (about
   two minutes instead of about five).
 - ``BENCH_ONLY=micro,memory,e2e,cycles,overload``: only these; the other
-  sections keep their last results.
+  sections keep this Python's last results.
 - ``BENCH_PIN=0``: no CPU pinning (see ``bench/servers.py``).
 """
 
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import re
+import sys
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -31,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 PLOT = ROOT / "docs" / "img" / "benchmarks.png"
 PAGE = ROOT / "docs" / "benchmarks.md"
-FORMAT = 3  # of results.json; older results are not merged
+FORMAT = 4  # of results.json; older results are not kept
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 # name: (full run, quick run)
 SUITES: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
@@ -84,11 +90,12 @@ def machine() -> str:
     )
 
 
-def previous() -> dict[str, Any]:
+def previous() -> dict[str, dict[str, Any]]:
+    """Every Python's last results."""
     if RESULTS.exists():
         found = json.loads(RESULTS.read_text())
         if found.get("format") == FORMAT:
-            return dict(found)
+            return dict(found["pythons"])
     return {}
 
 
@@ -99,16 +106,21 @@ def main() -> None:
     unknown = set(names) - set(SUITES)
     if unknown:
         raise SystemExit(f"BENCH_ONLY: no benchmark named {', '.join(unknown)}")
-    results = previous() if only else {}
-    results |= {"format": FORMAT, "machine": machine()}
+    pythons = previous()
+    results = pythons.get(PYTHON, {}) if only else {}
+    results |= {"machine": machine()}
     for name in names:
-        print(f"bench: {name}", flush=True)
+        print(f"bench: Python {PYTHON}: {name}", flush=True)
         full, short = SUITES[name]
         results[name] = short() if quick else full()
         results["quick"] = {**results.get("quick", {}), name: quick}
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    report.plot(results, PLOT)
-    table = report.render(results)
+    pythons[PYTHON] = results
+    pythons = dict(sorted(pythons.items(), key=lambda item: _version(item[0])))
+    RESULTS.write_text(
+        json.dumps({"format": FORMAT, "pythons": pythons}, indent=2) + "\n"
+    )
+    report.plot(pythons, PLOT)
+    table = report.render(pythons)
     PAGE.write_text(
         re.sub(
             r"(<!-- bench:start -->\n).*(<!-- bench:end -->)",
@@ -117,8 +129,13 @@ def main() -> None:
             flags=re.DOTALL,
         )
     )
+    print(f"bench: Python {PYTHON}:")
     for name in SUITES:
         show(results.get(name, {}).get("targets", []))
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split("."))
 
 
 if __name__ == "__main__":
