@@ -101,7 +101,7 @@ def _micro(micro: Pythons) -> list[str]:
         "|---|---|" + "---:|---:|" * len(names),
     ]
     for name in _union(m["variants"] for m in micro.values()):
-        if name == "bare app":
+        if name in ("bare app", "Starlette Response"):  # the baselines
             continue
         rows = [m["variants"].get(name) for m in micro.values()]
         baseline = next(r["baseline"] for r in rows if r)
@@ -295,9 +295,20 @@ SECTIONS = {
 def plot(pythons: Pythons, path: Path) -> None:
     """One row per Python: added CPU µs per request in-process, end-to-end
     req/s ratios, and the servers' resident set under overload."""
-    panels = {"micro": _plot_micro, "e2e": _plot_e2e, "overload": _plot_overload}
+    panels = {
+        section: draw
+        for section, draw in (
+            ("micro", _plot_micro),
+            ("e2e", _plot_e2e),
+            ("overload", _plot_overload),
+        )
+        if any(section in results for results in pythons.values())
+    }
     figure, axes = plt.subplots(
-        len(pythons), len(panels), figsize=(20, 7 * len(pythons)), squeeze=False
+        len(pythons),
+        len(panels),
+        figsize=(7 * len(panels), 7 * len(pythons)),
+        squeeze=False,
     )
     for row, (python, results) in zip(axes, pythons.items(), strict=True):
         for axis, (section, draw) in zip(row, panels.items(), strict=True):
@@ -316,7 +327,8 @@ def _plot_micro(axis: Any, micro: dict[str, Any]) -> None:
         (
             name
             if row["baseline"] in ("bare app", "Starlette Response")
-            else f"{name} (over {row['baseline']})"
+            else f"{name.removeprefix(row['baseline']).lstrip(', ')} "
+            f"(over {row['baseline']})"
         ): row["added"]
         for name, row in micro["variants"].items()
         if row["added"] > 0
