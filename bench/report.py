@@ -335,7 +335,7 @@ def _plot_micro(axis: Any, micro: dict[str, Any]) -> None:
     }
     colors = [
         "tab:blue"
-        if n.startswith("ours")
+        if n.startswith("ours") or "over ours" in n
         else "tab:gray"
         if n.startswith("floor")
         else "tab:orange"
@@ -366,7 +366,7 @@ def _plot_e2e(axis: Any, e2e: dict[str, Any]) -> None:
     axis.axvline(1.0, color="black", linewidth=0.8)
     axis.axvline(LEAST, color="tab:red", linewidth=0.8, linestyle="--")
     axis.set_xlim(0.5, 1.4)
-    axis.set_xlabel(f"req/s against the {REFERENCE} (noop task; dashed: {LEAST:.2f} x)")
+    axis.set_xlabel(f"req/s over the {REFERENCE}\n(noop task; dashed: {LEAST:.2f})")
     axis.set_title("End to end, loaded at the same time")
     axis.legend(fontsize=8, loc="lower right")
 
