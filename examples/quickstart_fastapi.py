@@ -1,4 +1,4 @@
-"""FastAPI quick start: save as main.py, run ``hypercorn main:app``."""
+"""FastAPI quick start: save as main.py, run ``fastapi run main.py``."""
 
 import asyncio
 import logging
@@ -9,7 +9,7 @@ from asgi_bgtasks import BackgroundTasksMiddleware, add_task
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("quickstart")
-api = FastAPI()
+app = FastAPI()
 
 
 async def send_welcome_email(address: str) -> None:
@@ -17,11 +17,11 @@ async def send_welcome_email(address: str) -> None:
     logger.info("welcome e-mail sent to %s", address)
 
 
-@api.post("/register", status_code=201)
+@app.post("/register", status_code=201)
 async def register(email: str) -> dict[str, str]:
     add_task(send_welcome_email, email)  # runs after the response has been sent
     return {"status": "welcome"}
 
 
-# Serve this, not `api`: the middleware wraps the whole app, outermost.
-app = BackgroundTasksMiddleware(api)
+# Added last, after any other add_middleware: outside every other middleware.
+app.add_middleware(BackgroundTasksMiddleware)

@@ -36,15 +36,16 @@ def free_port() -> int:
 
 
 def run_hypercorn(
-    app: str, *args: str, env: dict[str, str] | None = None
+    app: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
 ) -> contextlib.AbstractContextManager[Server]:
-    """Serve ``app`` (``module:attr``) under hypercorn; SIGTERM it afterwards.
+    """Serve ``app`` (``module:attr``, imported from ``cwd``) under hypercorn;
+    SIGTERM it afterwards.
 
     ``EXAMPLES_WORKER_CLASS=uvloop`` in the environment serves it on uvloop.
     """
     worker = os.environ.get("EXAMPLES_WORKER_CLASS", "asyncio")
     command = ["hypercorn", app, "--bind", "127.0.0.1:{port}", "-k", worker]
-    return _run([*command, *args], env)
+    return _run([*command, *args], env, cwd=cwd)
 
 
 def run_uvicorn(
@@ -54,9 +55,21 @@ def run_uvicorn(
     return _run(["uvicorn", app, "--host", "127.0.0.1", "--port", "{port}", *args], env)
 
 
+def run_fastapi_cli(
+    command: str, path: str, *, cwd: Path
+) -> contextlib.AbstractContextManager[Server]:
+    """``fastapi run`` or ``fastapi dev`` (``command``) serving the file
+    ``path`` in ``cwd``, as FastAPI's docs teach; SIGTERM it afterwards."""
+    argv = ["fastapi", command, path, "--host", "127.0.0.1", "--port", "{port}"]
+    return _run(argv, {"NO_COLOR": "1", "COLUMNS": "200"}, cwd=cwd)
+
+
 @contextlib.contextmanager
 def _run(
-    command: list[str], env: dict[str, str] | None, ready_within: float = 30.0
+    command: list[str],
+    env: dict[str, str] | None,
+    ready_within: float = 30.0,
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
     port = free_port()
     argv = [sys.executable, "-m", *(arg.format(port=port) for arg in command)]
@@ -65,7 +78,7 @@ def _run(
         with log.open("wb") as out:
             process = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env={**os.environ, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
