@@ -20,6 +20,8 @@ pytest.importorskip("material", reason="the docs extra: make test installs it")
 pytest.importorskip("mkdocstrings", reason="the docs extra: make test installs it")
 
 ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+from vendor_mermaid import VERSION  # noqa: E402  # the release vendored in docs/
 PROGRESS = re.compile(
     r"INFO    -  (Cleaning site directory|Building documentation to directory: .*"
     r"|Documentation built in [0-9.]+ seconds)$"
@@ -79,10 +81,25 @@ def test_every_page_shows_the_version_and_links_the_repository(
     assert page.count('class="tabbed-set') == 1  # one set of quick-start tabs
 
 
-def test_diagrams_are_left_for_the_theme_to_render_in_the_browser(
+def test_diagrams_render_offline_with_the_mermaid_the_site_ships(
     built: tuple[str, Path],
 ) -> None:
     _, site = built
     page = (site / "how-it-works" / "index.html").read_text()
+    mermaid = (site / "javascripts" / "mermaid.min.js").read_text()
 
-    assert '<pre class="mermaid"><code>' in page
+    assert '<pre class="mermaid"><code>' in page  # the theme renders it...
+    assert '<script src="../javascripts/mermaid.min.js"></script>' in page
+    assert f'"{VERSION}"' in mermaid  # ...with this copy, not one from a CDN
+    assert (site / "javascripts" / "mermaid.LICENSE").exists()
+
+
+def test_api_page_shows_defaults_as_values_not_constant_names(
+    built: tuple[str, Path],
+) -> None:
+    _, site = built
+    api = text_of(site / "api" / "index.html")
+
+    assert "max_concurrency: int = 1000," in api
+    assert "max_threads: int = min(32, os.cpu_count() + 4)," in api
+    assert "DEFAULT_" not in api

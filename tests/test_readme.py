@@ -50,3 +50,18 @@ def test_readme_links_into_the_repository_name_files_that_exist() -> None:
 
     assert files == ["CHANGELOG.md"]
     assert all((ROOT / name).exists() for name in files)
+
+
+def test_the_docs_host_the_readme_links_to_builds_the_site_from_this_repository() -> (
+    None
+):
+    config = (ROOT / ".readthedocs.yaml").read_text()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    assert URLS["Documentation"] == "https://asgi-bgtasks.readthedocs.io"
+    assert "configuration: mkdocs.yml" in config
+    assert "fail_on_warning: true" in config
+    assert "- docs" in config
+    assert "docs" in extras
