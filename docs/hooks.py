@@ -26,6 +26,7 @@ def on_post_page(html: str, page: Any, **kwargs: Any) -> str:
     for name, value in vars(_middleware).items():
         if name.startswith("DEFAULT_") and isinstance(value, int | float | str):
             shown = _EXPRESSIONS.get(name, repr(value))
-            html = re.sub(rf"(<span [^>]*>){name}</span>", rf"\g<1>{shown}</span>", html)
+            shown_span = rf"\g<1>{shown}</span>"
+            html = re.sub(rf"(<span [^>]*>){name}</span>", shown_span, html)
             html = html.replace(f'title="asgi_bgtasks._middleware.{name}"', "")
     return html

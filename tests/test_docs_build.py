@@ -22,6 +22,7 @@ pytest.importorskip("mkdocstrings", reason="the docs extra: make test installs i
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "docs"))
 from vendor_mermaid import VERSION  # noqa: E402  # the release vendored in docs/
+
 PROGRESS = re.compile(
     r"INFO    -  (Cleaning site directory|Building documentation to directory: .*"
     r"|Documentation built in [0-9.]+ seconds)$"
