@@ -228,3 +228,20 @@ def test_every_example_command_in_the_docs_names_an_example_module() -> None:
     for name in commands:
         module = ROOT / "examples" / name
         assert module.with_suffix(".py").exists() or (module / "__init__.py").exists()
+
+
+def test_benchmarks_page_opens_with_its_results() -> None:
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    headings = re.findall(r"^## (.+)$", page, re.M)
+
+    assert headings[0] == "Results"
+    assert page.index("<!-- bench:start -->") < page.index("## Method")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_pages_refer_to_nothing_a_reader_of_the_project_cannot_see(
+    page: Path,
+) -> None:
+    text = page.read_text()
+
+    assert re.findall(r"\bissue \d+|DESIGN\.md", text, re.I) == []
