@@ -8,11 +8,18 @@ from typing import Any, Literal, cast
 
 from asgiref.compatibility import guarantee_single_callable
 
-from ._chain import Chain
+from ._chain import DONE, Chain
 from ._checks import check_count, check_flag, check_hook, check_seconds
 from ._runner import DropHandler, ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
-from ._tasks import SCOPE_KEY, BackgroundTasks, DropReason, _current, _Task
+from ._tasks import (
+    _NEEDS_ASYNCIO,
+    SCOPE_KEY,
+    BackgroundTasks,
+    DropReason,
+    _current,
+    _Task,
+)
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_bgtasks")
@@ -27,6 +34,11 @@ MODE_INLINE = "background tasks run inline, inside each request's ASGI call"
 LIFESPAN_UNSUPPORTED = (
     "the app does not handle lifespan (it %s); BackgroundTasksMiddleware "
     "completes the lifespan protocol itself so that tasks drain on shutdown"
+)
+JOIN_ITSELF = (
+    "join() was awaited inside a request that scheduled background tasks, or "
+    "inside one of its tasks: it would wait for itself. Await join() outside "
+    "the request and its tasks (in a test, or a lifespan handler)"
 )
 LIFESPAN_ABORTED = (
     "the app received lifespan.startup but %s without answering it; "
@@ -125,6 +137,7 @@ class BackgroundTasksMiddleware:
             on_drop=on_drop,
         )
         self._detached = mode == "detached"
+        self._on_asyncio = False  # seen running on an asyncio loop
 
     @property
     def stats(self) -> Stats:
@@ -132,7 +145,18 @@ class BackgroundTasksMiddleware:
         return self._ledger.snapshot()
 
     async def join(self) -> None:
-        """Wait until every task scheduled so far has ended."""
+        """Wait until every task scheduled so far has ended.
+
+        Raises `RuntimeError` at once if awaited where it would wait for
+        itself: by a task's own code, or by a request that scheduled tasks.
+        """
+        tasks = _current.get()
+        if (
+            tasks is not None
+            and tasks._ledger is self._ledger
+            and (tasks._chained or tasks._has_tasks())
+        ):
+            raise RuntimeError(JOIN_ITSELF)
         await self._ledger.join()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,11 +167,20 @@ class BackgroundTasksMiddleware:
             else:  # another scope type, or an outer BackgroundTasksMiddleware
                 await self.app(scope, receive, send)
             return
-        tasks = scope[SCOPE_KEY] = BackgroundTasks(self._ledger)
+        if self._on_asyncio:
+            tasks = BackgroundTasks(self._ledger)
+        else:
+            tasks = BackgroundTasks(self._ledger, self._asyncio_missing())
+        scope[SCOPE_KEY] = tasks
         token = _current.set(tasks)
         watch = None
         if scope_type == "http":
-            watch = _ResponseWatch(send, tasks, self if self._detached else None)
+            watch = _ResponseWatch(
+                send,
+                tasks,
+                self if self._detached else None,
+                self._runner.observers,
+            )
         error: BaseException | None = None
         try:
             await self.app(scope, receive, send if watch is None else watch.send)
@@ -156,23 +189,33 @@ class BackgroundTasksMiddleware:
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
         if not tasks._close_if_empty() and self._hand_off(
-            tasks, _why_not_run(watch, error), error
+            tasks, _why_not_run(watch, error), error, watch
         ):
-            chain = self._runner.run(tasks)
-            ended = chain.start_inline()
-            if ended is not None:  # it did not end as it started
-                await self._run_inline(chain, ended)
+            chain = self._runner.run(tasks, None if watch is None else watch.ended_at)
+            if chain.state is not DONE:  # it did not end as it started
+                await self._run_inline(chain)
         if error is not None:
             try:
                 raise error
             finally:
                 del error  # no cycle: this frame -> error -> traceback -> frame
 
+    def _asyncio_missing(self) -> str | None:
+        """None once a request ran on an asyncio loop; else why ``add_task``
+        must refuse (a request under another event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return _NEEDS_ASYNCIO
+        self._on_asyncio = True
+        return None
+
     def _hand_off(
         self,
         tasks: BackgroundTasks,
         why_not: "tuple[DropReason, str] | None",
         error: BaseException | None,
+        watch: "_ResponseWatch | None",
     ) -> bool:
         """Drop or detach the tasks of a finished request; True if they are
         to run inline."""
@@ -185,7 +228,7 @@ class BackgroundTasksMiddleware:
             if tasks._close_if_empty():
                 return False
         if self._detached and runner.accepting:
-            runner.submit(tasks)
+            runner.submit(tasks, None if watch is None else watch.ended_at)
         elif not runner.accepting and runner.expired:  # (no property call
             runner.abandon(tasks._close(), "shutdown")  # on the hot path)
         elif cancelled:  # this call is being cancelled: it cannot run them
@@ -207,12 +250,18 @@ class BackgroundTasksMiddleware:
         own = task.options.run_on_error
         return self.run_on_error if own is None else own
 
-    async def _run_inline(self, chain: Chain, ended: "asyncio.Future[None]") -> None:
+    def _any_runs_on_error(self, tasks: BackgroundTasks) -> bool:
+        """Whether any of ``tasks`` would run after an error response."""
+        with self._ledger.lock:
+            waiting = tasks._waiting()
+        return any(self._runs_on_error(task) for task in waiting)
+
+    async def _run_inline(self, chain: Chain) -> None:
         """Wait for an inline chain; if the server cancels this call, end the
         chain, then let that same cancellation go on (its message is how
         anyio's cancel scopes know their own)."""
         try:
-            await ended
+            await chain.ended()
             return
         except asyncio.CancelledError as cancelled:
             cancellation = cancelled
@@ -226,6 +275,10 @@ class BackgroundTasksMiddleware:
         """Pass lifespan through; drain tasks before the app sees shutdown."""
         received_startup = False
         answered_startup = False
+
+        if self._asyncio_missing() is not None:
+            await self._refuse_lifespan(receive, send)
+            return
 
         async def receive_and_drain() -> Message:
             nonlocal received_startup
@@ -268,6 +321,14 @@ class BackgroundTasksMiddleware:
         await receive_and_drain()
         await send({"type": "lifespan.shutdown.complete"})
 
+    async def _refuse_lifespan(self, receive: Receive, send: Send) -> None:
+        """Not on asyncio: fail the startup, loudly, rather than serve
+        requests whose tasks could never run."""
+        logger.error(_NEEDS_ASYNCIO)
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.failed", "message": _NEEDS_ASYNCIO})
+
     def _started(self) -> None:
         self._runner.reopen()
         if self.mode == "inline":
@@ -295,7 +356,9 @@ class _ResponseWatch:
     __slots__ = (
         "_send",
         "ended",
+        "ended_at",
         "middleware",
+        "observers",
         "send_failed",
         "status",
         "tasks",
@@ -307,13 +370,16 @@ class _ResponseWatch:
         send: Send,
         tasks: BackgroundTasks,
         middleware: BackgroundTasksMiddleware | None,
+        observers: list[Any],
     ) -> None:
         self._send = send
         self.tasks = tasks
         self.middleware = middleware
-        self.status = 0
+        self.observers = observers  # if any, they may want `ended_at`
+        self.status = 0  # -1: one the middleware cannot read
         self.trailers = False
         self.ended = False
+        self.ended_at: float | None = None
         self.send_failed = False
 
     def send(self, message: Message) -> Awaitable[None]:
@@ -324,12 +390,13 @@ class _ResponseWatch:
         """
         if self.ended:
             return self._send(message)
-        message_type = message["type"]
+        message_type = message.get("type")
         if message_type in _BODY_ENDS:
             if not self.trailers and not message.get("more_body", False):
                 return self._send_final(message)
         elif message_type == "http.response.start":
-            self.status = message["status"]
+            status = message.get("status")
+            self.status = status if type(status) is int else _read_status(status)
             self.trailers = message.get("trailers", False)
         elif (
             message_type == "http.response.trailers"
@@ -340,13 +407,14 @@ class _ResponseWatch:
         return self._send(message)
 
     async def _send_final(self, message: Message) -> None:
-        # An error response is not held: its tasks are dropped.
+        # An error response is held only if some of its tasks run on error.
+        middleware = self.middleware
         if (
-            self.middleware is not None
+            middleware is not None
             and self.tasks._has_tasks()
-            and self.status < 500
+            and (self.status < 500 or middleware._any_runs_on_error(self.tasks))
         ):
-            held = self.middleware._held(self.tasks)
+            held = middleware._held(self.tasks)
             if held is not None:
                 await held
         try:
@@ -355,6 +423,8 @@ class _ResponseWatch:
             self.send_failed = True
             raise
         self.ended = True
+        if self.observers:
+            self.ended_at = asyncio.get_running_loop().time()
 
 
 def _why_not_run(
@@ -372,9 +442,20 @@ def _why_not_run(
         )
     if watch.status == 0:
         return ("app_failed", "the app sent no response")
+    if watch.status < 0:
+        return ("app_failed", "its response status could not be read")
     if watch.status >= 500:
         return ("error_response", f"the response status was {watch.status}")
     return None
+
+
+def _read_status(status: Any) -> int:
+    """A status that is not an int, read as a server reads it (``"200"``
+    is 200); -1 if it cannot be."""
+    try:
+        return int(status)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _failed(error: BaseException) -> str:

@@ -77,7 +77,7 @@ def start(
 
 
 def end(
-    ends: list[Ended],
+    ends: Sequence[Ended],
     name: str,
     outcome: Outcome,
     error: BaseException | None,

@@ -52,6 +52,9 @@ def task_options(
     values raise here, at decoration time.
 
     Args:
+        func: Not given: the options are keywords. ``@task_options`` used
+            without parentheses passes the function here, and raises
+            ``TypeError`` saying to add them.
         timeout: Seconds per attempt, instead of the middleware's
             ``task_timeout``; ``None``: the middleware's. A timeout is not
             retried.

@@ -3,11 +3,11 @@
 import asyncio
 import logging
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._chain import QUEUED, Chain, Reason, Run
+from ._chain import _CALLBACKS, DONE, QUEUED, UNWIND_GRACE, Chain, Reason, Run
 from ._observe import Observer, end, observers_found
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
@@ -18,17 +18,36 @@ TASK_FAILED = "background task %s failed"
 TASK_FAILED_ATTEMPTS = "background task %s failed after %d attempts"
 TASK_RETRYING = "background task %s attempt %d failed (%s); retrying in %g s"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
+TASK_TIMED_OUT_GOES_ON = (
+    "background task %s timed out after %s s and did not end within %s s of "
+    "its cancellation: it goes on on its own, and its request's next task starts"
+)
 TASK_TIMED_OUT_IN_THREAD = (
     "background task %s timed out after %s s; it runs in a worker thread, "
-    "which cannot be stopped: its request's next task waits for it"
+    "which cannot be stopped: its request's next task waits %s s more for it"
 )
 TASK_TIMED_OUT_THREAD_RETURNED = (
     "background task %s timed out after %s s; its worker thread has returned"
 )
 TASK_UNFINISHED = "background task %s did not finish: cancelled while %s"
+TASK_HANDED_OVER = (
+    "background task %s did not finish: cancelled while %s; handed over to on_drop"
+)
+TASKS_UNSTARTED = (
+    "shutdown: %d background task(s) %s did not start: dropped while pending"
+)
+TASKS_UNSTARTED_HANDED_OVER = (
+    "shutdown: %d background task(s) %s did not start: dropped while pending; "
+    "handed over to on_drop"
+)
 TASK_IN_THREAD = (
     "background task %s did not finish: running in a worker thread, which "
     "cannot be stopped; it is counted when its thread returns"
+)
+TASKS_NOT_STARTED = (
+    "%d background task(s) %s could not start: the event loop's task factory "
+    "raised; fix the factory (asyncio calls it as factory(loop, coro, "
+    "context=context))"
 )
 TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
 DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
@@ -44,9 +63,6 @@ DROP_HOOK = "_asgi_bgtasks_dropped"
 # ends the task from one that is followed by another attempt.
 SETTLE_HOOK = "_asgi_bgtasks_settled"
 
-# How long a cancelled task may take to unwind before it is given up on.
-UNWIND_GRACE = 0.5
-
 ErrorHandler = Callable[[TaskInfo, BaseException], None]
 DropHandler = Callable[[DroppedTask], None]
 
@@ -54,10 +70,9 @@ DropHandler = Callable[[DroppedTask], None]
 class TaskRunner:
     """Runs chains, at most ``max_concurrency`` at once, in FIFO order.
 
-    Inline and detached chains are the same, each run in a Task of its own,
-    but for who waits: an inline chain's request call awaits it. Every chain
-    that was handed over and is not done is known here, so shutdown can end
-    them all.
+    Inline and detached chains are the same but for who waits: an inline
+    chain's request call awaits it. Every chain that was handed over and is
+    not done is known here, so shutdown can end them all.
     """
 
     def __init__(
@@ -86,6 +101,9 @@ class TaskRunner:
         self.accepting = True  # False from shutdown on: no detached work
         self._deadline: float | None = None  # the drain's, until it is done
         self._timed_out = False  # the drain ran out of time
+        # During a shutdown: the tasks it dropped before they started, by
+        # name and whether on_drop took them, logged once at its end.
+        self._unstarted: Counter[tuple[str, bool]] | None = None
         self.observers: list[Observer] = observers_found()
 
     def threads(self) -> ThreadPoolExecutor:
@@ -119,56 +137,67 @@ class TaskRunner:
         self._deadline = None
         self._timed_out = False
 
-    def submit(self, tasks: BackgroundTasks) -> None:
-        """Run ``tasks`` detached: now or when a slot frees up."""
-        self._watch(tasks)
+    def submit(self, tasks: BackgroundTasks, ended: float | None) -> None:
+        """Run ``tasks`` detached: now or when a slot frees up. Their
+        unstarted tasks count toward ``max_pending`` until they start.
+        ``ended``: when their request's response ended, if observers watch."""
+        self._watch(tasks, ended)
+        tasks._count_pending()
         if self._active < self._limit:
             self._active += 1
-            self._chain(tasks, inline=False).start_detached()
+            self._chain(tasks).advance()
         else:
-            tasks._join_queue()
             self._queue.append(tasks)
 
-    def run(self, tasks: BackgroundTasks) -> Chain:
-        """Run ``tasks`` inline: the caller starts the chain it returns
-        (`Chain.start_inline`) and awaits it."""
-        self._watch(tasks)
-        chain = self._chain(tasks, inline=True)
+    def run(self, tasks: BackgroundTasks, ended: float | None = None) -> Chain:
+        """Run ``tasks`` inline: now, as far as they go at once, or when a
+        slot frees up; the caller awaits the chain unless it is done."""
+        self._watch(tasks, ended)
+        chain = self._chain(tasks)
         if self._active < self._limit:
             self._active += 1
+            chain.advance()
         else:
             chain.state = QUEUED
-            tasks._join_queue()
             self._queue.append(chain)
         return chain
 
-    def _watch(self, tasks: BackgroundTasks) -> None:
+    async def run_to_end(self, tasks: BackgroundTasks) -> None:
+        """Run ``tasks`` inline and wait until they have ended."""
+        chain = self.run(tasks)
+        if chain.state is not DONE:
+            await chain.ended()
+
+    def _watch(self, tasks: BackgroundTasks, ended: float | None) -> None:
         """Decide, as its request hands ``tasks`` over, which observers
-        watch them (`BackgroundTasks._watched`), once for all its tasks."""
+        watch them (`BackgroundTasks._watched`), once for all its tasks;
+        ``ended``, when its response ended (now, if unknown)."""
         if self.observers:
             watching = [observer for observer in self.observers if observer.active()]
             if watching:
-                tasks._watched = (asyncio.get_running_loop().time(), watching)
+                if ended is None:
+                    ended = asyncio.get_running_loop().time()
+                tasks._watched = (ended, watching)
 
-    def _chain(self, tasks: BackgroundTasks, inline: bool) -> Chain:
-        chain = Chain(self, tasks, inline)
+    def _chain(self, tasks: BackgroundTasks) -> Chain:
+        chain = Chain(self, tasks)
         self._chains[chain] = None
         return chain
 
     def release(self, chain: Chain, held_slot: bool) -> None:
-        """``chain`` is done: hand its slot to what waits next in the queue."""
+        """``chain`` is done: hand its slot to what waits next in the queue,
+        a loop turn later (a long queue of tasks that end at once must not
+        nest one chain's start in another's end)."""
         del self._chains[chain]
         if not held_slot:
             self._queue.remove(chain)
-            chain.tasks._leave_queue()
         elif self._queue and not self.expired:
             following = self._queue.popleft()
             if isinstance(following, Chain):
-                following.tasks._leave_queue()
-                following.start()
+                following.state = "running"
             else:
-                following._leave_queue()
-                self._chain(following, inline=False).start_detached()
+                following = self._chain(following)
+            asyncio.get_running_loop().call_soon(following.advance, context=_CALLBACKS)
         else:
             self._active -= 1
 
@@ -192,13 +221,20 @@ class TaskRunner:
         Returns at most `UNWIND_GRACE` seconds after ``timeout``, whatever the
         tasks do; from ``timeout`` on, no task starts. Then the thread pool
         is shut down (threads that cannot be stopped finish on their own).
+        The tasks it dropped before they started are logged at its end, one
+        record per function.
         """
         self.accepting = False
         self.ledger.release_holds()
         unfinished = self.ledger.unfinished
-        if unfinished:  # else nothing to wait for, whatever the timeout
-            logger.info(DRAINING, timeout, unfinished)
-            await self._drain(timeout)
+        self._unstarted = Counter()
+        try:
+            if unfinished:  # else nothing to wait for, whatever the timeout
+                logger.info(DRAINING, timeout, unfinished)
+                await self._drain(timeout)
+        finally:
+            unstarted, self._unstarted = self._unstarted, None
+            self._log_unstarted(unstarted)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
@@ -216,10 +252,11 @@ class TaskRunner:
 
     def _drop_queued(self) -> None:
         """Past the deadline: the queued detached requests' tasks never start."""
-        for waiting in [w for w in self._queue if not isinstance(w, Chain)]:
-            self._queue.remove(waiting)
-            waiting._leave_queue()
-            self.abandon(waiting._close(), "shutdown")
+        waiting = [w for w in self._queue if not isinstance(w, Chain)]
+        if waiting:
+            self._queue = deque(w for w in self._queue if isinstance(w, Chain))
+            for tasks in waiting:
+                self.abandon(tasks._close(), "shutdown")
 
     async def _drained(self) -> None:
         while self.ledger.unfinished:
@@ -241,42 +278,92 @@ class TaskRunner:
             task.release()
 
     def abandon(self, tasks: list[_Task], reason: Reason) -> None:
-        """Never run ``tasks`` (shutdown, or a cancelled call): one ERROR each."""
+        """Never run ``tasks`` (shutdown, or a cancelled call). During a
+        shutdown they are logged once at its end, by function; else one
+        record each: ERROR, or WARNING if ``on_drop`` took it."""
+        if not tasks:
+            return
         self.ledger.drop([task.epoch for task in tasks])
+        unstarted = self._unstarted
         for task in tasks:
-            logger.error(
-                TASK_UNFINISHED, task.name, "pending", extra=_about(task, "dropped")
-            )
-            self._hand_over(task, reason)
+            taken = self._hand_over(task, reason)
+            if unstarted is not None:
+                unstarted[task.name, taken] += 1
+            elif taken:
+                logger.warning(
+                    TASK_HANDED_OVER,
+                    task.name,
+                    "pending",
+                    extra=_about(task, "dropped"),
+                )
+            else:
+                logger.error(
+                    TASK_UNFINISHED, task.name, "pending", extra=_about(task, "dropped")
+                )
             task.release()
 
-    def _hand_over(self, task: _Task, reason: DropReason) -> None:
+    def _log_unstarted(self, unstarted: "Counter[tuple[str, bool]]") -> None:
+        for (name, taken), count in unstarted.items():
+            fields = {"task": name, "outcome": "dropped", "count": count}
+            if taken:
+                logger.warning(TASKS_UNSTARTED_HANDED_OVER, count, name, extra=fields)
+            else:
+                logger.error(TASKS_UNSTARTED, count, name, extra=fields)
+
+    def not_started(
+        self, taken: _Task, rest: list[_Task], error: BaseException
+    ) -> None:
+        """No Task could be made for ``taken`` (counted running) nor, then,
+        for ``rest``: drop them all, with ``error`` logged once."""
+        tasks = [taken, *rest]
+        with self.ledger.lock:
+            self.ledger.running -= 1
+        self.ledger.drop([task.epoch for task in tasks])
+        names = sorted({task.name for task in tasks})
+        logger.error(
+            TASKS_NOT_STARTED,
+            len(tasks),
+            ", ".join(names),
+            exc_info=error,
+            extra={"tasks": names, "outcome": "dropped"},
+        )
+        for task in tasks:
+            self._hand_over(task, "not_started")
+            task.release()
+
+    def _hand_over(self, task: _Task, reason: DropReason) -> bool:
         """Give a dropped task to ``on_drop``, to persist or re-enqueue, and
-        to its callable's own `DROP_HOOK`, if it has one."""
-        hooks = [self._on_drop, getattr(task.func, DROP_HOOK, None)]
-        for hook in hooks:
+        to its callable's own `DROP_HOOK`, if it has one; True if
+        ``on_drop`` took it (returned without raising)."""
+        taken = False
+        for hook in (self._on_drop, getattr(task.func, DROP_HOOK, None)):
             if hook is not None:
                 try:
                     hook(task.dropped(reason))
                 except Exception:
                     logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
+                else:
+                    taken = taken or hook is self._on_drop
+        return taken
 
-    def expire(self, chain: Chain, run: Run) -> None:
-        """``run``'s task is past its timeout: cancel it, unless a thread
-        has it."""
-        run.timed_out = True
-        if not run.in_thread:
-            chain.interrupt(run)
-        elif run.job is not None and run.job.cancel():
-            run.in_thread = False  # and never will be
-        else:
-            timeout = self.timeout_of(run.task)
-            logger.warning(
-                TASK_TIMED_OUT_IN_THREAD,
-                run.task.name,
-                timeout,
-                extra=_about(run.task, run=run),
-            )
+    def thread_past_timeout(self, run: Run) -> None:
+        """``run``'s thread is past its timeout and cannot be stopped."""
+        logger.warning(
+            TASK_TIMED_OUT_IN_THREAD,
+            run.task.name,
+            self.timeout_of(run.task),
+            UNWIND_GRACE,
+            extra=_about(run.task, run=run),
+        )
+
+    def thread_returned_late(self, run: Run) -> None:
+        """The thread of a task counted timed out has returned at last."""
+        logger.warning(
+            TASK_TIMED_OUT_THREAD_RETURNED,
+            run.task.name,
+            self.timeout_of(run.task),
+            extra={"task": run.task.name, "outcome": "timed_out"},
+        )
 
     def leave_running_in_thread(self, run: Run) -> None:
         """``run`` cannot be cancelled: it counts as running until it returns."""
@@ -286,9 +373,9 @@ class TaskRunner:
         """Count a task that ran in its outcome, and report what went wrong;
         or, if it is to be retried, return the seconds to wait first.
 
-        The one place where a task that started gets its terminal state,
-        but for a success on the quick path (`Chain._while_quick`), counted
-        with the take of the next task under one lock.
+        The one place where a task that started gets its terminal state
+        (one that never started is counted `dropped` by `abandon`, `drop`
+        or `not_started`).
         """
         if run.timer is not None:
             run.timer.cancel()
@@ -322,7 +409,7 @@ class TaskRunner:
         if run.error is not None:
             _clear_frames(run.error)
             run.error = None
-        run.job = None
+        run.worker = None
         return wait
 
     def _tell_observers(self, run: Run, outcome: Outcome) -> None:
@@ -331,7 +418,7 @@ class TaskRunner:
         if outcome == "dropped":
             error = None  # cancelled by us: not the task's failure
         duration = asyncio.get_running_loop().time() - run.started
-        ends, run.observed = run.observed, []
+        ends, run.observed = run.observed, ()
         end(ends, run.task.name, outcome, error, duration)
 
     def _retry_wait(self, run: Run, outcome: Outcome) -> float | None:
@@ -349,21 +436,33 @@ class TaskRunner:
             unwinding_error = run.error  # what its clean-up raised, if anything
             if isinstance(unwinding_error, asyncio.CancelledError):
                 unwinding_error = None
-            logger.error(
-                TASK_UNFINISHED,
+            assert run.cancelled_for is not None  # only the runner drops
+            taken = self._hand_over(task, run.cancelled_for)
+            logger.log(
+                logging.WARNING if taken else logging.ERROR,
+                TASK_HANDED_OVER if taken else TASK_UNFINISHED,
                 task.name,
                 "running",
                 exc_info=unwinding_error,
                 extra=about,
             )
-            assert run.cancelled_for is not None  # only the runner drops
-            self._hand_over(task, run.cancelled_for)
             return
         if outcome == "timed_out":
-            timed_out = (
-                TASK_TIMED_OUT_THREAD_RETURNED if run.in_thread else TASK_TIMED_OUT
-            )
-            logger.error(timed_out, task.name, self.timeout_of(task), extra=about)
+            timeout = self.timeout_of(task)
+            if run.abandoned:
+                logger.error(
+                    TASK_TIMED_OUT_GOES_ON,
+                    task.name,
+                    timeout,
+                    UNWIND_GRACE,
+                    extra=about,
+                )
+            elif run.in_thread:
+                logger.error(
+                    TASK_TIMED_OUT_THREAD_RETURNED, task.name, timeout, extra=about
+                )
+            else:
+                logger.error(TASK_TIMED_OUT, task.name, timeout, extra=about)
             error: BaseException = TimeoutError()
         else:
             assert run.error is not None

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from inspect import CO_COROUTINE
-from types import FrameType, FunctionType
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
+from types import FrameType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from asgiref.sync import iscoroutinefunction
@@ -28,7 +28,10 @@ _NO_REQUEST = (
     "add_task() was called outside a request handled by "
     "BackgroundTasksMiddleware: wrap the ASGI app with "
     "BackgroundTasksMiddleware(app) and call add_task() while a request is "
-    "being handled"
+    "being handled. If you did, check that the server serves the wrapped "
+    "object, not the inner app (`fastapi run main.py` serves the FastAPI "
+    "app it finds: install the middleware with "
+    "app.add_middleware(BackgroundTasksMiddleware) instead)"
 )
 _WSGI = (
     "add_task() was called while serving a WSGI request (Django's runserver "
@@ -48,6 +51,22 @@ _CLOSED = (
 _COROUTINE = (
     "add_task() takes the function, not a coroutine object: write "
     "add_task(send_email, user), not add_task(send_email(user))"
+)
+_GENERATOR = (
+    "add_task() got {name}, a{kind} generator function: calling it would run "
+    "none of its body (is there a stray `yield` in it?). Remove the yield, "
+    "or schedule a function that consumes the generator"
+)
+_CELERY = (
+    "add_task() got the Celery task {name}: calling it would run the job "
+    "here, in the web process. Write add_task({short}.delay, ...) to enqueue "
+    "it to Celery after the response, or add_task({short}.run, ...) to run it "
+    "in this process on purpose"
+)
+_NEEDS_ASYNCIO = (
+    "asgi-bgtasks needs an asyncio event loop, and the server runs another "
+    "(trio?): background tasks could never run. Serve the app on asyncio or "
+    "uvloop (hypercorn: -k asyncio or -k uvloop)"
 )
 
 _current: ContextVar["BackgroundTasks | None"] = ContextVar(
@@ -69,7 +88,9 @@ class TaskInfo:
     name: str
 
 
-DropReason = Literal["error_response", "app_failed", "shutdown", "cancelled"]
+DropReason = Literal[
+    "error_response", "app_failed", "shutdown", "cancelled", "not_started"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +105,10 @@ class DroppedTask:
         name: ``module.qualname`` of the function, partials unwrapped.
         reason: ``"error_response"`` (status >= 500), ``"app_failed"`` (the
             app raised, or sent no or no complete response), ``"shutdown"``
-            (not finished by the drain deadline) or ``"cancelled"`` (its
-            chain was cancelled from outside while it ran or waited).
+            (not finished by the drain deadline), ``"cancelled"`` (its
+            chain was cancelled from outside while it ran or waited) or
+            ``"not_started"`` (the event loop could not start it: its task
+            factory raised).
     """
 
     func: Callable[..., Any]
@@ -118,16 +141,13 @@ class _Task:
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if type(func) is FunctionType and not func.__dict__:  # fast, common case
-            self.in_thread = not func.__code__.co_flags & CO_COROUTINE
+            flags = func.__code__.co_flags
+            if flags & _GENERATOR_FLAGS:
+                raise TypeError(_generator(func, flags))
+            self.in_thread = not flags & CO_COROUTINE
             self.options = DEFAULTS
         else:
-            if inspect.iscoroutine(func):
-                func.close()  # we raise instead: spare the "never awaited" warning
-                raise TypeError(_COROUTINE)
-            if not callable(func):
-                raise TypeError(
-                    f"add_task() needs a callable, got {type(func).__name__}"
-                )
+            _check_callable(func)
             self.in_thread = not _is_async_callable(func)
             self.options = options_of(func)
         self.func = func
@@ -169,6 +189,38 @@ def _ended() -> None:
 _ENDED_CONTEXT = contextvars.Context()
 
 
+_GENERATOR_FLAGS = CO_GENERATOR | CO_ASYNC_GENERATOR
+
+
+def _generator(func: Any, flags: int) -> str:
+    kind = "n async" if flags & CO_ASYNC_GENERATOR else ""
+    return _GENERATOR.format(name=task_name(func), kind=kind)
+
+
+def _check_callable(func: Any) -> None:
+    """Raise `TypeError` for what ``add_task`` cannot run as a task: a
+    coroutine object, a non-callable, a generator function (however
+    wrapped), a Celery task."""
+    if inspect.iscoroutine(func):
+        func.close()  # we raise instead: spare the "never awaited" warning
+        raise TypeError(_COROUTINE)
+    if not callable(func):
+        raise TypeError(f"add_task() needs a callable, got {type(func).__name__}")
+    inner = func
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if callable(getattr(inner, "delay", None)) and callable(
+        getattr(inner, "apply_async", None)
+    ):
+        name = str(getattr(inner, "name", None) or task_name(inner))
+        raise TypeError(_CELERY.format(name=name, short=name.rpartition(".")[2]))
+    if not isinstance(inner, FunctionType | MethodType):
+        inner = getattr(type(inner), "__call__", inner)  # noqa: B004
+    code = getattr(inner, "__code__", None)
+    if code is not None and code.co_flags & _GENERATOR_FLAGS:
+        raise TypeError(_generator(func, code.co_flags))
+
+
 def _is_async_callable(func: Any) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
@@ -196,9 +248,18 @@ class BackgroundTasks:
     failed, or what is left of it was dropped; `add_task` raises from then on.
     """
 
-    __slots__ = ("_first", "_ledger", "_more", "_next", "_open", "_queued", "_watched")
+    __slots__ = (
+        "_chained",
+        "_closed",
+        "_counted",
+        "_first",
+        "_ledger",
+        "_more",
+        "_next",
+        "_watched",
+    )
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, closed: str | None = None) -> None:
         self._ledger = ledger
         # The tasks not yet taken, in order: `_first`, then `_more[_next:]`.
         # Most requests add one task, and keep no list for it (measured: 88
@@ -206,10 +267,12 @@ class BackgroundTasks:
         self._first: _Task | None = None
         self._more: list[_Task | None] | None = None
         self._next = 0
-        self._open = True
-        self._queued = 0  # of its tasks, those counted in `Ledger.queued`
-        # When its request handed it over, and the observers that watch its
-        # tasks; None if none does (`TaskRunner._watch`).
+        self._closed = closed  # why `add_task` raises, once it does
+        # Whether its tasks not yet taken count in `Ledger.queued` (detached).
+        self._counted = False
+        self._chained = False  # a chain runs its tasks (they run in its context)
+        # When its request's response ended, and the observers that watch
+        # its tasks; None if none does (`TaskRunner._watch`).
         self._watched: tuple[float, list[Observer]] | None = None
 
     def add_task(
@@ -218,58 +281,60 @@ class BackgroundTasks:
         """Schedule ``func(*args, **kwargs)`` to run after the response is sent.
 
         ``func`` may be ``async def`` or plain ``def`` (run in a worker
-        thread). Raises `TypeError` for a non-callable or a coroutine object and
+        thread). Raises `TypeError` for what cannot be run as a task (a
+        non-callable, a coroutine object, a generator function) and
         `RuntimeError` once this request's tasks have finished.
         """
         self._append(_Task(func, args, kwargs))
 
     def _append(self, task: _Task) -> None:
         ledger = self._ledger
-        with ledger.lock:
-            if not self._open:
-                raise RuntimeError(_CLOSED)
-            task.epoch = ledger.epoch
-            ledger.scheduled += 1
-            if self._more is not None:
-                self._more.append(task)
-            elif self._first is None:  # none waits: it is next
-                self._first = task
-            else:
-                self._more = [task]
-            if self._queued:  # its chain waits for a slot: so does this task
-                self._queued += 1
-                ledger.queued += 1
+        lock = ledger.lock
+        # acquire/release, not `with` (here and in `_take`): 0.1 µs less
+        # per call (3.13); nothing in between can raise but the refusal.
+        lock.acquire()
+        if self._closed is not None:
+            lock.release()
+            raise RuntimeError(self._closed)
+        task.epoch = ledger.epoch
+        ledger.scheduled += 1
+        if self._more is not None:
+            self._more.append(task)
+        elif self._first is None:  # none waits: it is next
+            self._first = task
+        else:
+            self._more = [task]
+        if self._counted:  # handed over detached: it waits to start
+            ledger.queued += 1
+        lock.release()
 
     def _take(self) -> _Task | None:
         """The next task, now counted running; None closes the list."""
-        with self._ledger.lock:
-            return self._next_task()
-
-    def _succeeded_and_take(self, task: _Task) -> _Task | None:
-        """``task`` succeeded: count it; then `_take`, under the same lock."""
         ledger = self._ledger
-        with ledger.lock:
-            ledger.running -= 1
-            ledger.succeeded += 1
-            following = self._next_task()
-        if ledger.joins:
-            ledger.ended(task.epoch)
-        return following
-
-    def _next_task(self) -> _Task | None:
-        """`_take`, the ledger's lock held."""
+        lock = ledger.lock
+        lock.acquire()
         task = self._first
         if task is not None:
             self._first = None
         else:
             more = self._more
             if more is None or self._next == len(more):
-                self._open = False
+                self._closed = _CLOSED
+                lock.release()
                 return None
             task = more[self._next]
-            more[self._next] = None  # the list no longer keeps its arguments
             self._next += 1
-        self._ledger.running += 1
+            if self._next == len(more):  # all taken: start afresh, so a
+                more.clear()  # long-lived chain keeps no taken slots
+                self._next = 0
+            else:
+                more[self._next - 1] = None  # the list no longer keeps it
+        ledger.running += 1
+        if self._counted:
+            ledger.queued -= 1
+        lock.release()
+        if ledger.holds:
+            ledger.make_room()
         return task
 
     def _waiting(self) -> list[_Task]:
@@ -293,11 +358,13 @@ class BackgroundTasks:
                 if self._more is None:
                     self._more = [self._first]
                 else:  # added after that one, when `_more` was None
-                    self._more.insert(0, self._first)
+                    self._more.insert(self._next, self._first)
             self._first = task
             task.attempt += 1
             ledger.running -= 1
             ledger.retried += 1
+            if self._counted:
+                ledger.queued += 1
 
     def _close_unless(self, keep: Callable[[_Task], bool]) -> list[_Task]:
         """Close the list; remove (and return) the waiting tasks ``keep``
@@ -305,7 +372,7 @@ class BackgroundTasks:
         kept: list[_Task | None] = []
         removed: list[_Task] = []
         with self._ledger.lock:
-            self._open = False
+            self._closed = _CLOSED
             for task in self._waiting():
                 (kept if keep(task) else removed).append(task)
             self._first, self._more, self._next = None, kept or None, 0
@@ -313,37 +380,37 @@ class BackgroundTasks:
 
     def _close(self) -> list[_Task]:
         """Close the list; return (and let go of) the tasks never started."""
-        with self._ledger.lock:
-            self._open = False
+        ledger = self._ledger
+        with ledger.lock:
+            self._closed = _CLOSED
             rest = self._waiting()
             self._first, self._more, self._next = None, None, 0
+            if self._counted:
+                ledger.queued -= len(rest)
+        if rest and ledger.holds:
+            ledger.make_room()
         return rest
 
-    def _join_queue(self) -> None:
-        """Its chain waits for a free slot: count its tasks in
-        `Ledger.queued` (`_append` counts those added meanwhile)."""
+    def _count_pending(self) -> None:
+        """Handed over detached: its tasks not yet taken count in
+        `Ledger.queued` until they are (`_append` counts those added
+        meanwhile)."""
         ledger = self._ledger
         with ledger.lock:
-            self._queued = len(self._waiting())
-            ledger.queued += self._queued
-
-    def _leave_queue(self) -> None:
-        """Its chain left the queue: its tasks are no longer counted there,
-        which may make room for held requests."""
-        ledger = self._ledger
-        with ledger.lock:
-            ledger.queued -= self._queued
-            self._queued = 0
-        if ledger.holds:
-            ledger.make_room()
+            self._counted = True
+            ledger.queued += len(self._waiting())
 
     def _close_if_empty(self) -> bool:
         """Close the list if nothing was scheduled; True if it was empty."""
-        with self._ledger.lock:
-            if self._has_tasks():
-                return False
-            self._open = False
-            return True
+        if self._first is not None:  # tasks are only ever taken on the loop
+            return False
+        lock = self._ledger.lock
+        lock.acquire()
+        empty = not self._has_tasks()
+        if empty:
+            self._closed = _CLOSED
+        lock.release()
+        return empty
 
 
 def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:

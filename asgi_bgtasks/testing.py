@@ -152,7 +152,7 @@ class run_tasks_on_exit:
 
     async def _run(self) -> None:
         with _failures_raised(self._runner.ledger.snapshot):
-            await self._runner.run(self._tasks).drive()
+            await self._runner.run_to_end(self._tasks)
 
 
 def _loop_running() -> bool:
