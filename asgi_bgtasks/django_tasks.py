@@ -8,9 +8,9 @@ Each ``enqueue`` during a request handled by `BackgroundTasksMiddleware`
 schedules a `_Job` with `add_task`: a partial of the task's function (so logs
 name that function and its `task_options` apply) that moves its `TaskResult`
 READY → RUNNING → SUCCESSFUL / FAILED (back to READY between the attempts of
-a retried task), learning from the middleware's hooks whether a failed
-attempt is retried, and of its own drop. Outside such a request the job runs
-at once, as with Django's ``ImmediateBackend``.
+a retried task), as the middleware's hooks say each attempt ended: the result
+agrees with the middleware's count. Outside such a request the job runs at
+once, as with Django's ``ImmediateBackend``.
 """
 
 import asyncio
@@ -59,8 +59,8 @@ DROPPED_BECAUSE = {
 }
 
 
-# What a timed-out async task's result records; the middleware logs the rest.
-TIMED_OUT_ERROR = TimeoutError("the task ran past its timeout and was cancelled")
+# What the result of a task the middleware counted timed out records.
+TIMED_OUT = "the task ran past its timeout"
 
 
 class TaskDropped(Exception):
@@ -134,28 +134,41 @@ class _Job(functools.partial[Any]):
     the outcome in its result.
 
     A partial of the task's function, so that the middleware names that
-    function in its logs and applies its `task_options`. ``after_response``:
-    scheduled with `add_task`, not run at once; it then gets `db_task`'s
-    connection handling, and a cancellation from outside is its timeout.
+    function in its logs and applies its `task_options`. ``scheduled``: given
+    to `add_task`; then how each attempt ended is the middleware's to say:
+    its call only keeps what it raised or returned, and the settle hook
+    records the outcome the middleware counted (`_asgi_bgtasks_settled`).
+    Else it records its end itself, as Django's ``ImmediateBackend`` does.
+    ``on_its_own``: it runs after its caller has moved on (scheduled), with
+    `db_task`'s connection handling.
     """
 
     result: TaskResult
     results: _Results
-    after_response: bool
-    _dropped: bool  # its drop is recorded: nothing it does later counts
-    _failure: BaseException | None  # its attempt's, until the middleware settles it
+    sender: type["AfterResponseBackend"]  # of Django's signals
+    scheduled: bool
+    on_its_own: bool
+    _final: bool  # SUCCESSFUL or FAILED recorded: nothing it does later counts
+    _error: BaseException | None  # its attempt's, until the middleware settles it
+    _value: Any  # its attempt's return value, likewise
 
-    def __new__(cls, result: TaskResult, results: _Results) -> Self:
+    def __new__(
+        cls,
+        result: TaskResult,
+        results: _Results,
+        sender: type["AfterResponseBackend"],
+    ) -> Self:
         job = super().__new__(cls, result.task.func)
         job.result = result
         job.results = results
-        job.after_response = True
-        job._dropped = False
-        job._failure = None
+        job.sender = sender
+        job.scheduled = job.on_its_own = False
+        job._final = False
+        job._error = job._value = None
         return job
 
     def _function(self) -> Callable[..., Any]:
-        return db_task(self.func) if self.after_response else self.func
+        return db_task(self.func) if self.on_its_own else self.func
 
     def _arguments(self, args: Sequence[Any]) -> Sequence[Any]:
         if self.result.task.takes_context:
@@ -172,21 +185,20 @@ class _Job(functools.partial[Any]):
         error: BaseException | None = None,
         *,
         value: Any = None,
-        drop: bool = False,
     ) -> None:
         """Move the result to ``status`` (recording ``error`` or the return
         ``value``), then send Django's signal: started for RUNNING, finished
-        for SUCCESSFUL and FAILED, none for READY (a retry awaits). Once a
-        drop is recorded, nothing else is: not what a task does while it
-        unwinds after it."""
+        for SUCCESSFUL and FAILED, none for READY (a retry awaits). Once it
+        is SUCCESSFUL or FAILED, nothing else is recorded: not what a task
+        given up on (dropped, timed out) does later."""
         now = timezone.now()
         result = self.result
         with self.results.lock:
-            if self._dropped:
+            if self._final:
                 return
-            self._dropped = drop
             running = status == TaskResultStatus.RUNNING
             finished = status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+            self._final = finished
             if running:
                 started = result.started_at or now
                 _set(result, started_at=started, last_attempted_at=now)
@@ -198,32 +210,46 @@ class _Job(functools.partial[Any]):
             _set(result, status=status)
             snapshot = _copy(result)
         if running:
-            task_started.send(AfterResponseBackend, task_result=snapshot)
+            task_started.send(self.sender, task_result=snapshot)
         elif finished:
-            task_finished.send(AfterResponseBackend, task_result=snapshot)
+            task_finished.send(self.sender, task_result=snapshot)
 
-    def _failed(self, error: BaseException) -> None:
-        """The attempt raised ``error``. After the response, whether that
-        ends the task is the middleware's to say (`_asgi_bgtasks_settled`)."""
-        if self.after_response:
-            self._failure = error
-        else:
+    def _ended(self, error: BaseException | None, value: Any = None) -> None:
+        """The attempt's call raised ``error``, or returned ``value``: its
+        end, or, after the response, what the settle hook will record."""
+        if self.scheduled:
+            self._error, self._value = error, value
+        elif error is not None:
             self._record(TaskResultStatus.FAILED, error)
+        else:
+            self._record(TaskResultStatus.SUCCESSFUL, value=value)
 
     def _asgi_bgtasks_settled(self, outcome: str, retrying: bool) -> None:
-        """The middleware settled an attempt: a failure is recorded as the
-        task's end, or, if it is retried, as an attempt before the next.
-        A drop is recorded by the drop hook instead."""
-        error, self._failure = self._failure, None
-        if error is not None and outcome != "dropped":
+        """The middleware settled an attempt with ``outcome``: the one place
+        where a scheduled task's result gets it, so that the two agree.
+        SUCCESSFUL only for ``succeeded``; ``timed_out`` is FAILED with a
+        `TimeoutError`, whatever the task did once cancelled; ``failed`` is
+        FAILED with what it raised (its own `CancelledError` included), or
+        READY if it is retried. A drop is recorded by the drop hook, called
+        next, which knows why."""
+        error, value = self._error, self._value
+        self._error = self._value = None
+        if outcome == "succeeded":
+            self._record(TaskResultStatus.SUCCESSFUL, value=value)
+        elif outcome == "timed_out":
+            self._record(TaskResultStatus.FAILED, TimeoutError(TIMED_OUT))
+        elif outcome == "failed":
             status = TaskResultStatus.READY if retrying else TaskResultStatus.FAILED
-            self._record(status, error)
+            # Its call returned, yet its Task ended cancelled: by its own
+            # request (one from outside would make it timed out or dropped).
+            self._record(status, error or asyncio.CancelledError())
 
     def _asgi_bgtasks_dropped(self, dropped: DroppedTask) -> None:
         """The middleware will not run or finish this task: it failed."""
         why = DROPPED_BECAUSE.get(dropped.reason, dropped.reason)
-        error = TaskDropped(DROPPED % (dropped.reason, why))
-        self._record(TaskResultStatus.FAILED, error, drop=True)
+        self._record(
+            TaskResultStatus.FAILED, TaskDropped(DROPPED % (dropped.reason, why))
+        )
 
 
 class _SyncJob(_Job):
@@ -232,9 +258,9 @@ class _SyncJob(_Job):
         try:
             value = normalize_json(self._function()(*self._arguments(args), **kwargs))
         except BaseException as error:
-            self._failed(error)
+            self._ended(error)
             raise
-        self._record(TaskResultStatus.SUCCESSFUL, value=value)
+        self._ended(None, value)
 
 
 class _AsyncJob(_Job):
@@ -244,18 +270,10 @@ class _AsyncJob(_Job):
             value = normalize_json(
                 await self._function()(*self._arguments(args), **kwargs)
             )
-        except asyncio.CancelledError as error:
-            current = asyncio.current_task()
-            if self.after_response and current is not None and current.cancelling():
-                # From outside: its timeout, or a drop that the hook records.
-                self._failed(TIMED_OUT_ERROR)
-            else:
-                self._failed(error)
-            raise
         except BaseException as error:
-            self._failed(error)
+            self._ended(error)
             raise
-        self._record(TaskResultStatus.SUCCESSFUL, value=value)
+        self._ended(None, value)
 
 
 def _set(result: TaskResult, **changes: Any) -> None:
@@ -317,17 +335,18 @@ class AfterResponseBackend(BaseTaskBackend):  # type: ignore[misc]
         )
         self._results.add(result)
         job_class = _AsyncJob if iscoroutinefunction(task.func) else _SyncJob
-        job = job_class(result, self._results)
+        job = job_class(result, self._results, type(self))
         task_enqueued.send(type(self), task_result=job.snapshot())
         return job
 
     def _schedule(self, job: _Job) -> bool:
         """Schedule ``job`` after the current response; False if there is
         none that the middleware handles."""
+        job.scheduled = job.on_its_own = True
         try:
             add_task(job, *job.result.args, **job.result.kwargs)
         except RuntimeError:
-            job.after_response = False
+            job.scheduled = job.on_its_own = False
             return False
         return True
 

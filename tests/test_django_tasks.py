@@ -30,12 +30,12 @@ from asgi_bgtasks.testing import run_tasks_on_exit
 try:
     from django.tasks import TaskResultStatus
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-    from django.tasks.signals import task_finished, task_started
+    from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError:  # Django 5.2: the django-tasks backport
     from django_tasks import TaskResultStatus
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
-    from django_tasks.signals import task_finished, task_started
+    from django_tasks.signals import task_enqueued, task_finished, task_started
 
 HANG = 30  # seconds a test waits for a task to start, should it fail
 
@@ -280,6 +280,32 @@ async def test_a_task_that_cancels_itself_has_failed_with_its_cancellation(
     assert app.stats.failed == 1
 
 
+async def test_an_async_task_that_cancels_its_own_task_is_failed_not_timed_out(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    with Signals() as signals:
+        result, app = await ran_after_a_request(events, jobs.cancels_its_own_task, "x")
+
+    assert app.stats.failed == 1  # its own cancellation: a failure, no timeout
+    assert result.status == FAILED
+    assert error_classes(result) == [asyncio.CancelledError]
+    assert "TimeoutError" not in result.errors[0].traceback
+    assert signals.seen == [("started", RUNNING), ("finished", FAILED)]
+
+
+async def test_an_async_task_that_cancels_its_own_task_and_returns_is_failed(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    result, app = await ran_after_a_request(
+        events, jobs.cancels_its_own_task_and_returns, "x"
+    )
+
+    assert app.stats.failed == 1  # its Task ended cancelled, by its own request
+    assert result.status == FAILED  # not SUCCESSFUL: as the middleware counts it
+    assert error_classes(result) == [asyncio.CancelledError]
+    assert "TimeoutError" not in result.errors[0].traceback
+
+
 async def test_a_return_value_that_is_not_json_fails_the_task(
     jobs: ModuleType, events: list[Any]
 ) -> None:
@@ -305,6 +331,24 @@ async def test_task_options_timeout_applies_and_the_result_says_timed_out(
     ) in caplog.messages
 
 
+async def test_a_task_that_returns_after_its_timeout_cancelled_it_has_timed_out(
+    jobs: ModuleType, events: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with Signals() as signals:
+        result, app = await ran_after_a_request(
+            events, jobs.cleans_up_after_its_timeout, "x"
+        )
+
+    assert events[-1] == "x cleaned up"
+    assert app.stats.timed_out == 1
+    assert result.status == FAILED  # not SUCCESSFUL, though it returned
+    assert error_classes(result) == [TimeoutError]
+    assert "ran past its timeout" in result.errors[0].traceback
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018
+    assert signals.seen == [("started", RUNNING), ("finished", FAILED)]
+
+
 class Expired(logging.Handler):
     """Sets ``event`` once the middleware logs that a task timed out."""
 
@@ -317,7 +361,7 @@ class Expired(logging.Handler):
             self.event.set()  # logged on the event loop, by its timer
 
 
-async def test_a_plain_def_task_past_its_timeout_records_how_it_ended(
+async def test_a_plain_def_task_past_its_timeout_has_timed_out_though_it_returns(
     jobs: ModuleType, events: list[Any]
 ) -> None:
     results: list[Any] = []
@@ -334,7 +378,10 @@ async def test_a_plain_def_task_past_its_timeout_records_how_it_ended(
     await request
 
     assert app.stats.timed_out == 1
-    assert now(results[0]).status == SUCCESSFUL
+    result = now(results[0])
+    assert result.status == FAILED  # as the middleware counts it
+    assert error_classes(result) == [TimeoutError]
+    assert events[-1] == "x"  # its thread did return
 
 
 async def test_task_options_retries_apply_and_each_attempt_is_recorded(
@@ -609,6 +656,55 @@ def test_signals_are_sent_as_by_djangos_own_backends(jobs: ModuleType) -> None:
         jobs.remember.enqueue("x")
 
     assert signals.seen == [("started", RUNNING), ("finished", SUCCESSFUL)]
+
+
+class SubBackend(AfterResponseBackend):
+    """A project's own backend, built on ours."""
+
+
+async def test_signals_name_the_backends_own_class_as_sender(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    backend = SubBackend("default", {})
+    seen: list[tuple[str, str]] = []
+
+    def receiver(name: str) -> Callable[..., None]:
+        def receive(sender: Any, task_result: Any, **kwargs: Any) -> None:
+            seen.append((name, task_result.args[0]))
+
+        return receive
+
+    receivers = {
+        signal: receiver(name)
+        for signal, name in (
+            (task_enqueued, "enqueued"),
+            (task_started, "started"),
+            (task_finished, "finished"),
+        )
+    }
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        backend.enqueue(jobs.remember, ["after the response"], {})
+        await send(START_200)
+        await send(BODY)
+
+    for signal, receive in receivers.items():
+        signal.connect(receive, sender=SubBackend)
+    try:
+        await call(BackgroundTasksMiddleware(app), events)
+        backend.enqueue(jobs.remember, ["at once"], {})  # outside a request
+    finally:
+        for signal, receive in receivers.items():
+            signal.disconnect(receive, sender=SubBackend)
+
+    assert seen == [
+        ("enqueued", "after the response"),
+        ("started", "after the response"),
+        ("finished", "after the response"),
+        ("enqueued", "at once"),
+        ("started", "at once"),
+        ("finished", "at once"),
+    ]
 
 
 async def test_a_signal_receiver_that_raises_on_a_failure_is_logged(

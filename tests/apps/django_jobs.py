@@ -122,6 +122,38 @@ async def cancels_itself(text: str) -> None:
 
 
 @task
+async def cancels_its_own_task(text: str) -> None:
+    """Cancels the Task it runs in, as a timeout would, but nobody else did."""
+    ran.append(text)
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+
+
+@task
+async def cancels_its_own_task_and_returns(text: str) -> str:
+    """Leaves a cancel request to its own Task, then returns: its Task ends
+    cancelled all the same (asyncio's rule)."""
+    ran.append(text)
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    return text
+
+
+@task
+@task_options(timeout=0.01)
+async def cleans_up_after_its_timeout(text: str) -> str:
+    """Catches its timeout's cancellation to clean up, then returns."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        ran.append(f"{text} cleaned up")
+    return text
+
+
+@task
 def returns_a_set(text: str) -> set[str]:
     ran.append(text)
     return {text}
