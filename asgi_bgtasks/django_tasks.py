@@ -10,7 +10,8 @@ name that function and its `task_options` apply) that moves its `TaskResult`
 READY → RUNNING → SUCCESSFUL / FAILED (back to READY between the attempts of
 a retried task), as the middleware's hooks say each attempt ended: the result
 agrees with the middleware's count. Outside such a request the job runs at
-once, as with Django's ``ImmediateBackend``.
+once, as with Django's ``ImmediateBackend``; but an async task enqueued by a
+sync call on the event loop starts there in a Task of its own.
 """
 
 import asyncio
@@ -139,8 +140,8 @@ class _Job(functools.partial[Any]):
     its call only keeps what it raised or returned, and the settle hook
     records the outcome the middleware counted (`_asgi_bgtasks_settled`).
     Else it records its end itself, as Django's ``ImmediateBackend`` does.
-    ``on_its_own``: it runs after its caller has moved on (scheduled), with
-    `db_task`'s connection handling.
+    ``on_its_own``: it runs after its caller has moved on (scheduled, or in a
+    Task of its own on the event loop), with `db_task`'s connection handling.
     """
 
     result: TaskResult
@@ -275,6 +276,46 @@ class _AsyncJob(_Job):
             raise
         self._ended(None, value)
 
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run in a Task of its own on ``loop``, which runs this thread:
+        its end is recorded as ever, and, should the Task never run it (the
+        loop cancelled it first, or no Task could be made), why."""
+        self.on_its_own = True
+        coro = self._caught(*self.result.args, **self.result.kwargs)
+        try:
+            worker = loop.create_task(coro)
+        except Exception as error:  # the app's task factory raised
+            coro.close()
+            try:
+                raise RuntimeError(NOT_STARTED) from error
+            except RuntimeError as not_started:
+                self._record(TaskResultStatus.FAILED, not_started)
+            return
+        _on_loop.add(worker)
+        worker.add_done_callback(self._ended_on_loop)
+
+    async def _caught(self, /, *args: Any, **kwargs: Any) -> None:
+        # What it raises is in its result, as ImmediateBackend has it; and
+        # from a Task, KeyboardInterrupt or SystemExit would stop the loop.
+        with contextlib.suppress(Exception, KeyboardInterrupt, SystemExit):
+            await self(*args, **kwargs)
+
+    def _ended_on_loop(self, worker: "asyncio.Task[None]") -> None:
+        _on_loop.discard(worker)
+        if worker.cancelled():  # recorded already, unless it never started
+            self._record(TaskResultStatus.FAILED, asyncio.CancelledError(CANCELLED))
+
+
+# The Tasks of async tasks enqueued on the event loop outside a request,
+# until they end: the loop keeps only a weak reference.
+_on_loop: set["asyncio.Task[None]"] = set()
+
+NOT_STARTED = "AfterResponseBackend could not start the task on the event loop"
+CANCELLED = (
+    "its event loop cancelled it before it started (the server shut down, "
+    "or the loop ended)"
+)
+
 
 def _set(result: TaskResult, **changes: Any) -> None:
     """Change fields of a (frozen) result."""
@@ -298,7 +339,9 @@ class AfterResponseBackend(BaseTaskBackend):  # type: ignore[misc]
     by `BackgroundTasksMiddleware`, ``enqueue`` schedules the task with
     `add_task`: it runs after the response, by every rule of the middleware.
     Anywhere else (a management command, the shell, Django's test client) it
-    runs the task at once, as Django's ``ImmediateBackend`` does. Results are
+    runs the task at once, as Django's ``ImmediateBackend`` does; an async
+    task enqueued by a sync call on the event loop (``on_drop``, a lifespan
+    hook) starts on that loop in a Task of its own. Results are
     kept in this process, the last ``OPTIONS["max_results"]`` (10,000).
     """
 
@@ -355,7 +398,16 @@ class AfterResponseBackend(BaseTaskBackend):  # type: ignore[misc]
         enqueued = job.snapshot()
         if self._schedule(job):
             return enqueued
-        run = async_to_sync(job) if isinstance(job, _AsyncJob) else job
+        if isinstance(job, _AsyncJob):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # this thread runs no event loop: here, at once
+                run: Callable[..., Any] = async_to_sync(job)
+            else:  # a sync call on the loop cannot wait without blocking it
+                job.start_on(loop)
+                return job.snapshot()
+        else:
+            run = job
         with contextlib.suppress(Exception):  # in the result, as ImmediateBackend
             run(*job.result.args, **job.result.kwargs)
         return job.snapshot()

@@ -585,6 +585,126 @@ async def test_outside_a_request_aenqueue_runs_sync_and_async_tasks_at_once(
     assert error_classes(failed_async) == [ValueError]
 
 
+# On the event loop, outside a request: in a Task of its own
+
+
+async def finished(result: Any) -> Any:
+    """``result`` once its task has finished, as the backend holds it."""
+    async with asyncio.timeout(HANG):
+        while now(result).status in (READY, RUNNING):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    return result
+
+
+async def test_enqueue_on_the_event_loop_runs_an_async_task_in_a_task_of_its_own(
+    jobs: ModuleType,
+) -> None:
+    result = jobs.remember_async.enqueue("on the loop")  # a sync call, on the loop
+
+    assert result.status == READY  # it does not block the loop: it runs next
+    assert jobs.ran == []
+    assert (await finished(result)).status == SUCCESSFUL
+    assert result.return_value == ["on the loop", "async"]
+    assert jobs.ran == ["on the loop"]
+
+
+async def test_an_async_task_enqueued_by_on_drop_runs_and_records_its_outcome(
+    jobs: ModuleType, events: list[Any]
+) -> None:
+    again: list[Any] = []
+
+    def re_enqueue(dropped: DroppedTask) -> None:  # the at-least-once recipe
+        again.append(jobs.remember_async.enqueue(*dropped.args))
+
+    app = BackgroundTasksMiddleware(
+        enqueuing([], (jobs.remember, "dropped, then again"), status=500),
+        on_drop=re_enqueue,
+    )
+
+    await call(app, events)
+
+    [result] = again
+    assert (await finished(result)).status == SUCCESSFUL
+    assert events[-1] == "dropped, then again"
+
+
+async def test_a_failing_async_task_enqueued_in_a_lifespan_hook_has_failed(
+    jobs: ModuleType, events: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    results: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            results.append(jobs.fails_async.enqueue("at startup"))
+            await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    lifespan = Lifespan(BackgroundTasksMiddleware(app))
+    await lifespan.startup()
+    [result] = results
+    await finished(result)
+    await lifespan.shutdown()
+
+    assert result.status == FAILED
+    assert error_classes(result) == [ValueError]
+    assert jobs.ran == ["at startup"]
+    assert not any(  # not the middleware's task: as outside a request
+        r.name == "asgi_bgtasks" and r.levelno >= logging.WARNING
+        for r in caplog.records
+    )
+
+
+def test_an_async_task_whose_event_loop_ends_first_has_failed(
+    jobs: ModuleType,
+) -> None:
+    async def enqueue_and_return() -> Any:
+        return jobs.remember_async.enqueue("cut short")
+
+    result = now(asyncio.run(enqueue_and_return()))  # it cancels what is left
+
+    assert result.status == FAILED  # not READY, nor RUNNING, for ever
+    assert error_classes(result) == [asyncio.CancelledError]
+
+
+async def test_an_async_task_whose_task_is_cancelled_before_it_starts_has_failed(
+    jobs: ModuleType,
+) -> None:
+    others = asyncio.all_tasks()
+    result = jobs.remember_async.enqueue("never")
+    [worker] = asyncio.all_tasks() - others
+    worker.cancel()  # as a server cancels what is left on its loop as it ends
+
+    assert (await finished(result)).status == FAILED
+    assert jobs.ran == []
+    assert error_classes(result) == [asyncio.CancelledError]
+    assert "its event loop cancelled it before it started" in (
+        result.errors[0].traceback
+    )
+
+
+async def test_an_async_task_that_no_task_can_be_made_for_has_failed_saying_why(
+    jobs: ModuleType,
+) -> None:
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+        raise ValueError("the app's task factory is broken")
+
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(factory)
+    try:
+        result = jobs.remember_async.enqueue("never")
+    finally:
+        loop.set_task_factory(None)
+
+    assert jobs.ran == []
+    assert result.status == FAILED
+    assert error_classes(result) == [RuntimeError]
+    traceback = result.errors[0].traceback
+    assert "could not start the task on the event loop" in traceback
+    assert "ValueError: the app's task factory is broken" in traceback
+
+
 def test_outside_a_request_the_task_shares_the_callers_connection(
     jobs: ModuleType,
 ) -> None:
