@@ -381,7 +381,6 @@ async def test_a_plain_def_task_past_its_timeout_has_timed_out_though_it_returns
     result = now(results[0])
     assert result.status == FAILED  # as the middleware counts it
     assert error_classes(result) == [TimeoutError]
-    assert events[-1] == "x"  # its thread did return
 
 
 async def test_task_options_retries_apply_and_each_attempt_is_recorded(
