@@ -8,7 +8,7 @@ from typing import Any, Literal, cast
 
 from asgiref.compatibility import guarantee_single_callable
 
-from ._chain import DONE, Chain
+from ._chain import DONE, Chain, now
 from ._checks import check_count, check_flag, check_hook, check_seconds
 from ._runner import DropHandler, ErrorHandler, TaskRunner
 from ._stats import Ledger, Stats
@@ -175,12 +175,7 @@ class BackgroundTasksMiddleware:
         token = _current.set(tasks)
         watch = None
         if scope_type == "http":
-            watch = _ResponseWatch(
-                send,
-                tasks,
-                self if self._detached else None,
-                self._runner.observers,
-            )
+            watch = _ResponseWatch(send, tasks, self)
         error: BaseException | None = None
         try:
             await self.app(scope, receive, send if watch is None else watch.send)
@@ -189,9 +184,9 @@ class BackgroundTasksMiddleware:
         _current.reset(token)
         # Outside any except block: tasks must not see the app's exception.
         if not tasks._close_if_empty() and self._hand_off(
-            tasks, _why_not_run(watch, error), error, watch
+            tasks, _why_not_run(watch, error), error
         ):
-            chain = self._runner.run(tasks, None if watch is None else watch.ended_at)
+            chain = self._runner.run(tasks)
             if chain.state is not DONE:  # it did not end as it started
                 await self._run_inline(chain)
         if error is not None:
@@ -215,7 +210,6 @@ class BackgroundTasksMiddleware:
         tasks: BackgroundTasks,
         why_not: "tuple[DropReason, str] | None",
         error: BaseException | None,
-        watch: "_ResponseWatch | None",
     ) -> bool:
         """Drop or detach the tasks of a finished request; True if they are
         to run inline."""
@@ -228,7 +222,7 @@ class BackgroundTasksMiddleware:
             if tasks._close_if_empty():
                 return False
         if self._detached and runner.accepting:
-            runner.submit(tasks, None if watch is None else watch.ended_at)
+            runner.submit(tasks)
         elif not runner.accepting and runner.expired:  # (no property call
             runner.abandon(tasks._close(), "shutdown")  # on the hot path)
         elif cancelled:  # this call is being cancelled: it cannot run them
@@ -348,39 +342,22 @@ class _ResponseWatch:
     """Wraps ``send`` to learn the status and whether the response ended.
 
     The response has ended once the server's ``send`` of the final message
-    returned; messages after that change nothing. With ``middleware`` (in
-    detached mode), the final message of a request that added tasks waits
-    for room (`BackgroundTasksMiddleware._held`).
+    returned; messages after that change nothing. In detached mode, the
+    final message of a request that added tasks waits for room
+    (`BackgroundTasksMiddleware._held`).
     """
 
-    __slots__ = (
-        "_send",
-        "ended",
-        "ended_at",
-        "middleware",
-        "observers",
-        "send_failed",
-        "status",
-        "tasks",
-        "trailers",
-    )
+    __slots__ = ("_send", "middleware", "phase", "status", "tasks", "trailers")
 
     def __init__(
-        self,
-        send: Send,
-        tasks: BackgroundTasks,
-        middleware: BackgroundTasksMiddleware | None,
-        observers: list[Any],
+        self, send: Send, tasks: BackgroundTasks, middleware: BackgroundTasksMiddleware
     ) -> None:
         self._send = send
         self.tasks = tasks
         self.middleware = middleware
-        self.observers = observers  # if any, they may want `ended_at`
         self.status = 0  # -1: one the middleware cannot read
         self.trailers = False
-        self.ended = False
-        self.ended_at: float | None = None
-        self.send_failed = False
+        self.phase = _SENDING
 
     def send(self, message: Message) -> Awaitable[None]:
         """Note what ``message`` says; return the server's ``send`` of it.
@@ -388,7 +365,7 @@ class _ResponseWatch:
         A plain function, not a coroutine: no extra frame per message, but
         for the final one, whose delivery decides.
         """
-        if self.ended:
+        if self.phase:  # the final message went out (or failed to)
             return self._send(message)
         message_type = message.get("type")
         if message_type in _BODY_ENDS:
@@ -407,24 +384,31 @@ class _ResponseWatch:
         return self._send(message)
 
     async def _send_final(self, message: Message) -> None:
-        # An error response is held only if some of its tasks run on error.
         middleware = self.middleware
+        tasks = self.tasks
+        # Held only if its tasks will run: not an error response's, unless
+        # some of them run on error.
         if (
-            middleware is not None
-            and self.tasks._has_tasks()
-            and (self.status < 500 or middleware._any_runs_on_error(self.tasks))
+            middleware._detached
+            and tasks._has_tasks()
+            and (self.status < 500 or middleware._any_runs_on_error(tasks))
         ):
-            held = middleware._held(self.tasks)
+            held = middleware._held(tasks)
             if held is not None:
                 await held
         try:
             await self._send(message)
         except BaseException:
-            self.send_failed = True
+            self.phase = _SEND_FAILED
             raise
-        self.ended = True
-        if self.observers:
-            self.ended_at = asyncio.get_running_loop().time()
+        self.phase = _SENT
+        if middleware._runner.observers:  # when it ended, for their wait time
+            tasks._watched = (now(), ())
+
+
+# A response watch's phases: the final message not sent yet, sent, or the
+# server's send of it raised.
+_SENDING, _SENT, _SEND_FAILED = 0, 1, 2
 
 
 def _why_not_run(
@@ -433,9 +417,9 @@ def _why_not_run(
     """Why a request's tasks must not run, or None if they should."""
     if watch is None:  # websocket: only a failing app call stops them
         return None if error is None else ("app_failed", f"the app {_failed(error)}")
-    if watch.send_failed:
+    if watch.phase == _SEND_FAILED:
         return ("app_failed", "the server's send of the final response message raised")
-    if error is not None and not watch.ended:
+    if error is not None and watch.phase == _SENDING:
         return (
             "app_failed",
             f"the app {_failed(error)} before its final response message",

@@ -7,7 +7,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._chain import _CALLBACKS, DONE, QUEUED, UNWIND_GRACE, Chain, Reason, Run
+from ._chain import _CALLBACKS, DONE, QUEUED, UNWIND_GRACE, Chain, Reason, Run, now
 from ._observe import Observer, end, observers_found
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
@@ -137,28 +137,30 @@ class TaskRunner:
         self._deadline = None
         self._timed_out = False
 
-    def submit(self, tasks: BackgroundTasks, ended: float | None) -> None:
+    def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up. Their
-        unstarted tasks count toward ``max_pending`` until they start.
-        ``ended``: when their request's response ended, if observers watch."""
-        self._watch(tasks, ended)
+        unstarted tasks count toward ``max_pending`` until they start."""
+        if self.observers:
+            self._watch(tasks)
         tasks._count_pending()
         if self._active < self._limit:
             self._active += 1
-            self._chain(tasks).advance()
+            Chain(self, tasks).advance()
         else:
             self._queue.append(tasks)
 
-    def run(self, tasks: BackgroundTasks, ended: float | None = None) -> Chain:
+    def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: now, as far as they go at once, or when a
         slot frees up; the caller awaits the chain unless it is done."""
-        self._watch(tasks, ended)
-        chain = self._chain(tasks)
+        if self.observers:
+            self._watch(tasks)
+        chain = Chain(self, tasks)
         if self._active < self._limit:
             self._active += 1
             chain.advance()
         else:
             chain.state = QUEUED
+            self.register(chain)
             self._queue.append(chain)
         return chain
 
@@ -168,27 +170,29 @@ class TaskRunner:
         if chain.state is not DONE:
             await chain.ended()
 
-    def _watch(self, tasks: BackgroundTasks, ended: float | None) -> None:
+    def _watch(self, tasks: BackgroundTasks) -> None:
         """Decide, as its request hands ``tasks`` over, which observers
         watch them (`BackgroundTasks._watched`), once for all its tasks;
-        ``ended``, when its response ended (now, if unknown)."""
-        if self.observers:
-            watching = [observer for observer in self.observers if observer.active()]
-            if watching:
-                if ended is None:
-                    ended = asyncio.get_running_loop().time()
-                tasks._watched = (ended, watching)
+        their wait runs from when its response ended (now, if unknown: a
+        websocket's)."""
+        watching = [observer for observer in self.observers if observer.active()]
+        if watching:
+            ended = now() if tasks._watched is None else tasks._watched[0]
+            tasks._watched = (ended, watching)
+        else:
+            tasks._watched = None
 
-    def _chain(self, tasks: BackgroundTasks) -> Chain:
-        chain = Chain(self, tasks)
+    def register(self, chain: Chain) -> None:
+        """``chain`` may outlast the call that started it: shutdown must
+        find it. (Only then: a chain whose tasks end as they start costs no
+        registry, measured 0.2 µs per request.)"""
         self._chains[chain] = None
-        return chain
 
     def release(self, chain: Chain, held_slot: bool) -> None:
         """``chain`` is done: hand its slot to what waits next in the queue,
         a loop turn later (a long queue of tasks that end at once must not
         nest one chain's start in another's end)."""
-        del self._chains[chain]
+        self._chains.pop(chain, None)
         if not held_slot:
             self._queue.remove(chain)
         elif self._queue and not self.expired:
@@ -196,7 +200,8 @@ class TaskRunner:
             if isinstance(following, Chain):
                 following.state = "running"
             else:
-                following = self._chain(following)
+                following = Chain(self, following)
+                self.register(following)  # shutdown must find it before it starts
             asyncio.get_running_loop().call_soon(following.advance, context=_CALLBACKS)
         else:
             self._active -= 1
@@ -382,7 +387,7 @@ class TaskRunner:
         outcome = run.outcome()
         if run.observed:
             self._tell_observers(run, outcome)
-        wait = self._retry_wait(run, outcome)
+        wait = None if outcome != "failed" else self._retry_wait(run)
         settled = getattr(run.task.func, SETTLE_HOOK, None)
         if settled is not None:
             try:
@@ -405,11 +410,10 @@ class TaskRunner:
             self.ledger.finish(run.task.epoch, outcome)
             if outcome != "succeeded":
                 self._report(run, outcome)
-            run.task.release()
+                run.task.release()
         if run.error is not None:
             _clear_frames(run.error)
             run.error = None
-        run.worker = None
         return wait
 
     def _tell_observers(self, run: Run, outcome: Outcome) -> None:
@@ -417,14 +421,14 @@ class TaskRunner:
         error = TimeoutError() if outcome == "timed_out" else run.error
         if outcome == "dropped":
             error = None  # cancelled by us: not the task's failure
-        duration = asyncio.get_running_loop().time() - run.started
+        duration = now() - run.started
         ends, run.observed = run.observed, ()
         end(ends, run.task.name, outcome, error, duration)
 
-    def _retry_wait(self, run: Run, outcome: Outcome) -> float | None:
+    def _retry_wait(self, run: Run) -> float | None:
         """A task that failed on its own may be retried, unless it is being
         cancelled or the shutdown deadline has passed."""
-        if outcome != "failed" or run.cancelled_for is not None or self.expired:
+        if run.cancelled_for is not None or self.expired:
             return None
         assert run.error is not None
         return run.task.options.retry_wait(run.task.attempt, run.error)
@@ -494,7 +498,7 @@ def _about(
         fields["outcome"] = outcome
     if run is not None:
         fields["attempt"] = task.attempt
-        fields["duration"] = asyncio.get_running_loop().time() - run.started
+        fields["duration"] = now() - run.started
     elif task.attempt > 1:  # waiting to be retried: its last attempt
         fields["attempt"] = task.attempt - 1
     return fields

@@ -4,8 +4,8 @@ import contextvars
 import functools
 import inspect
 import sys
-from collections.abc import Callable
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
 from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR
 from types import FrameType, FunctionType, MethodType
@@ -137,6 +137,8 @@ class _Task:
         "options",
     )
 
+    epoch: int  # set as it is appended to its request's list
+
     def __init__(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -154,8 +156,7 @@ class _Task:
         self.args = args
         # Most calls pass no keyword: keep none (64 bytes per pending task).
         self.kwargs = kwargs or _NO_KWARGS
-        self.context = contextvars.copy_context()
-        self.epoch = -1
+        self.context = copy_context()
         self.attempt = 1
 
     @property
@@ -273,7 +274,7 @@ class BackgroundTasks:
         self._chained = False  # a chain runs its tasks (they run in its context)
         # When its request's response ended, and the observers that watch
         # its tasks; None if none does (`TaskRunner._watch`).
-        self._watched: tuple[float, list[Observer]] | None = None
+        self._watched: tuple[float, Sequence[Observer]] | None = None
 
     def add_task(
         self, func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -406,7 +407,8 @@ class BackgroundTasks:
             return False
         lock = self._ledger.lock
         lock.acquire()
-        empty = not self._has_tasks()
+        more = self._more
+        empty = self._first is None and (more is None or self._next == len(more))
         if empty:
             self._closed = _CLOSED
         lock.release()
