@@ -53,6 +53,10 @@ TASKS_DROPPED = "dropped %d background task(s) because %s: %s"
 DRAINING = "shutdown: waiting up to %s s for %d unfinished background task(s)"
 ON_ERROR_FAILED = "on_error raised while handling background task %s"
 ON_DROP_FAILED = "on_drop raised while handing over background task %s"
+ON_DROP_FAILED_MORE = (
+    "shutdown: on_drop raised for %d more background task(s) %s (the first "
+    "one's traceback is logged above)"
+)
 ON_SETTLE_FAILED = "the settle hook of background task %s raised"
 
 # A task callable's method called, like ``on_drop``, with its `DroppedTask`:
@@ -102,8 +106,10 @@ class TaskRunner:
         self._deadline: float | None = None  # the drain's, until it is done
         self._timed_out = False  # the drain ran out of time
         # During a shutdown: the tasks it dropped before they started, by
-        # name and whether on_drop took them, logged once at its end.
+        # name and whether on_drop took them, and on_drop's failures past
+        # the first, by name; logged once at its end.
         self._unstarted: Counter[tuple[str, bool]] | None = None
+        self._hook_failures: Counter[str] = Counter()
         self.observers: list[Observer] = observers_found()
 
     def threads(self) -> ThreadPoolExecutor:
@@ -240,6 +246,12 @@ class TaskRunner:
         finally:
             unstarted, self._unstarted = self._unstarted, None
             self._log_unstarted(unstarted)
+            failures, self._hook_failures = self._hook_failures, Counter()
+            for name, count in failures.items():
+                if count > 1:
+                    logger.error(
+                        ON_DROP_FAILED_MORE, count - 1, name, extra={"task": name}
+                    )
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
@@ -346,10 +358,20 @@ class TaskRunner:
                 try:
                     hook(task.dropped(reason))
                 except Exception:
-                    logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
+                    self._hook_failed(task)
                 else:
                     taken = taken or hook is self._on_drop
         return taken
+
+    def _hook_failed(self, task: _Task) -> None:
+        """A drop hook raised: logged with its traceback; during a shutdown
+        only the first time per function, the rest counted at its end (the
+        log stays within the bound whatever the backlog)."""
+        if self._unstarted is not None:
+            self._hook_failures[task.name] += 1
+            if self._hook_failures[task.name] > 1:
+                return
+        logger.exception(ON_DROP_FAILED, task.name, extra=_about(task))
 
     def thread_past_timeout(self, run: Run) -> None:
         """``run``'s thread is past its timeout and cannot be stopped."""

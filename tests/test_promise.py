@@ -727,6 +727,52 @@ async def test_shutdown_logs_a_large_backlog_in_one_record_per_function(
     )
 
 
+async def test_on_drop_raising_for_a_large_backlog_is_logged_once_per_function(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = Gate(events)
+
+    def on_drop(task: DroppedTask) -> None:
+        raise RuntimeError("database down")
+
+    async def routes(scope: dict[str, str], receive: Any, send: Any) -> None:
+        add_task(gate.task, "1")
+        for _ in range(BACKLOG):
+            add_task(pending_one)
+        await send(START_200)
+        await send(BODY)
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(routes, events),
+        mode="detached",
+        max_pending=BACKLOG * 2,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        on_drop=on_drop,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    await call(app, events)
+    await gate.arrived["1"].wait()
+    caplog.clear()
+
+    async with asyncio.timeout(HANG):
+        assert await lifespan.shutdown() == {"type": "lifespan.shutdown.complete"}
+
+    raised = "on_drop raised while handing over background task"
+    assert sorted(
+        r.getMessage() for r in failures(caplog) if raised in r.getMessage()
+    ) == [
+        f"{raised} helpers.Gate.task",
+        f"{raised} test_promise.pending_one",
+    ]
+    assert (
+        f"shutdown: on_drop raised for {BACKLOG - 1} more background task(s) "
+        "test_promise.pending_one (the first one's traceback is logged above)"
+    ) in caplog.messages
+    assert len(failures(caplog)) <= 6  # within the bound, whatever the backlog
+    assert app.stats.dropped == BACKLOG + 1
+
+
 # Decided: backpressure counts the unstarted tasks of running chains;
 # inline holds nothing.
 
