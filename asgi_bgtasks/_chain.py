@@ -49,12 +49,13 @@ class Runner(Protocol):
     """What a chain needs of the runner that owns it (`TaskRunner`)."""
 
     accepting: bool
-    timeout: float | None  # the middleware's task_timeout
 
     @property
     def expired(self) -> bool: ...
 
     def register(self, chain: "Chain") -> None: ...
+
+    def timeout_of(self, task: _Task) -> float | None: ...
 
     def threads(self) -> Any: ...
 
@@ -172,13 +173,6 @@ class Chain:
             run = self._run = Run(task, now())
             if self._watching:
                 self._observe(run)
-            timeout = task.options.timeout  # `TaskRunner.timeout_of`, inlined
-            if timeout is None:
-                timeout = runner.timeout
-            if timeout is not None:
-                run.timer = loop.call_later(
-                    timeout, self._expire, run, context=_CALLBACKS
-                )
             if run.in_thread:
                 self._submit(run, loop)
                 return
@@ -195,6 +189,7 @@ class Chain:
         )
         run.worker = job
         self._runner.register(self)  # it outlasts this call: shutdown ends it
+        self._time(run, loop)
         job.add_done_callback(functools.partial(_returned_soon, loop, self, run))
 
     def _start_task(
@@ -224,14 +219,20 @@ class Chain:
             self._settle(run)
             return True
         self._runner.register(self)  # it may outlast this call: shutdown ends it
+        self._time(run, loop)
         worker.add_done_callback(self._task_ended, context=_CALLBACKS)
         return False
+
+    def _time(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        """Start ``run``'s timeout, if it has one, as it goes on after its
+        start (one that ended in its first step needs none)."""
+        timeout = self._runner.timeout_of(run.task)
+        if timeout is not None:
+            run.timer = loop.call_later(timeout, self._expire, run, context=_CALLBACKS)
 
     def _cannot_start(self, run: Run, error: Exception) -> None:
         """No Task can be made (a task factory raised): drop this task and
         the rest, and end the chain."""
-        if run.timer is not None:
-            run.timer.cancel()
         self._run = None
         self.state = CANCELLING
         self._runner.not_started(run.task, self.tasks._close(), error)
@@ -346,11 +347,6 @@ class Chain:
 
     def _retry_now(self) -> None:
         self._retry = None
-        self.state = RUNNING
-        self.advance()
-
-    def start(self) -> None:
-        """A slot was handed to this queued chain: run it."""
         self.state = RUNNING
         self.advance()
 

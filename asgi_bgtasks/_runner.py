@@ -146,8 +146,7 @@ class TaskRunner:
     def submit(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` detached: now or when a slot frees up. Their
         unstarted tasks count toward ``max_pending`` until they start."""
-        if self.observers:
-            self._watch(tasks)
+        self._watch(tasks)
         tasks._count_pending()
         if self._active < self._limit:
             self._active += 1
@@ -158,8 +157,7 @@ class TaskRunner:
     def run(self, tasks: BackgroundTasks) -> Chain:
         """Run ``tasks`` inline: now, as far as they go at once, or when a
         slot frees up; the caller awaits the chain unless it is done."""
-        if self.observers:
-            self._watch(tasks)
+        self._watch(tasks)
         chain = Chain(self, tasks)
         if self._active < self._limit:
             self._active += 1
@@ -181,6 +179,8 @@ class TaskRunner:
         watch them (`BackgroundTasks._watched`), once for all its tasks;
         their wait runs from when its response ended (now, if unknown: a
         websocket's)."""
+        if not self.observers:
+            return
         watching = [observer for observer in self.observers if observer.active()]
         if watching:
             ended = now() if tasks._watched is None else tasks._watched[0]
@@ -450,10 +450,13 @@ class TaskRunner:
     def _retry_wait(self, run: Run) -> float | None:
         """A task that failed on its own may be retried, unless it is being
         cancelled or the shutdown deadline has passed."""
-        if run.cancelled_for is not None or self.expired:
-            return None
         assert run.error is not None
-        return run.task.options.retry_wait(run.task.attempt, run.error)
+        allowed = run.cancelled_for is None and not self.expired
+        return (
+            run.task.options.retry_wait(run.task.attempt, run.error)
+            if allowed
+            else None
+        )
 
     def _report(self, run: Run, outcome: Outcome) -> None:
         task = run.task

@@ -23,7 +23,6 @@ from ._stats import Ledger, Stats
 from ._tasks import BackgroundTasks, _current
 
 _logger = logging.getLogger("asgi_bgtasks")
-_POLL = 0.005  # seconds between looks while only an unstoppable thread runs
 
 
 class _Collect(logging.Handler):
@@ -80,14 +79,10 @@ async def _settled(middleware: BackgroundTasksMiddleware) -> AsyncIterator[None]
 
 async def _idle(middleware: BackgroundTasksMiddleware) -> None:
     """Return once no task of ``middleware`` is running or pending."""
-    while True:
-        scheduled = middleware.stats.scheduled
+    await middleware.join()
+    # Tasks added meanwhile (a task's follow-ups) are left: join them too.
+    while (stats := middleware.stats).running or stats.pending:
         await middleware.join()
-        stats = middleware.stats
-        if stats.running == 0 and stats.pending == 0:
-            return
-        if stats.scheduled == scheduled:  # nothing new: a thread still running
-            await asyncio.sleep(_POLL)
 
 
 class run_tasks_on_exit:

@@ -191,3 +191,33 @@ async def test_run_tasks_on_exit_with_plain_with_in_a_coroutine_says_async_with(
 
     assert str(raised.value).endswith("write `async with run_tasks_on_exit():`")
     assert ran == []
+
+
+def test_prometheus_register_with_a_label_that_is_not_text_says_so(
+    registry: CollectorRegistry,
+) -> None:
+    with pytest.raises(TypeError) as raised:
+        prometheus.register(BackgroundTasksMiddleware(app), registry, label=3)  # type: ignore[arg-type]
+
+    assert str(raised.value) == "register(): label must be a str, got 3"
+
+
+async def test_settled_finds_the_middleware_of_an_app_that_has_served_already() -> None:
+    from fastapi.testclient import TestClient
+
+    api = FastAPI()
+    api.add_middleware(BackgroundTasksMiddleware)
+    TestClient(api).get("/")  # builds its middleware stack
+
+    async with settled(api):  # finds the one that stack holds
+        pass
+
+
+async def test_settled_finds_the_middleware_a_quart_app_wraps() -> None:
+    from quart import Quart
+
+    web = Quart(__name__)
+    web.asgi_app = BackgroundTasksMiddleware(web.asgi_app)  # type: ignore[method-assign]
+
+    async with settled(web):
+        pass

@@ -811,3 +811,146 @@ async def test_unstarted_tasks_of_a_running_chain_count_toward_max_pending(
     assert app.stats.succeeded == 11
     started = [e for e in events if str(e).endswith("started")]
     assert started == [f"1.{n} started" for n in range(10)] + ["2.0 started"]
+
+
+# The rest: what the items above leave to the edges of the engine.
+
+
+def test_under_trio_in_process_lifespan_startup_fails_saying_why() -> None:
+    trio = pytest.importorskip("trio")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, str]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app is never started without asyncio")
+
+    middleware = BackgroundTasksMiddleware(app)
+    trio.run(middleware, {"type": "lifespan"}, receive, send)
+
+    (failed,) = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    assert "needs an asyncio event loop" in failed["message"]
+    assert "-k asyncio" in failed["message"]
+
+
+def test_under_trio_in_process_add_task_raises_saying_why() -> None:
+    trio = pytest.importorskip("trio")
+    errors: list[BaseException] = []
+
+    async def task() -> None:
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            add_task(task)
+        except RuntimeError as error:
+            errors.append(error)
+        await send(START_200)
+        await send(BODY)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    trio.run(BackgroundTasksMiddleware(app), http_scope(), request_receive, send)
+
+    (error,) = errors
+    assert "needs an asyncio event loop" in str(error)
+
+
+async def test_add_task_refuses_a_celery_task_naming_delay() -> None:
+    celery = pytest.importorskip("celery")
+    worker = celery.Celery("promise")
+
+    @worker.task(name="mail.send_welcome_email")
+    def send_welcome_email(address: str) -> None:
+        raise AssertionError("never run in the web process")
+
+    refused: list[BaseException] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            add_task(send_welcome_email, "ann@example.com")
+        except TypeError as error:
+            refused.append(error)
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app)
+    await call(middleware, [])
+
+    (error,) = refused
+    assert "add_task(send_welcome_email.delay, ...)" in str(error)
+    assert middleware.stats.scheduled == 0
+
+
+async def test_a_task_dropped_while_waiting_for_its_retry_logs_its_last_attempt(
+    events: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    failed_once = asyncio.Event()
+
+    @task_options(retries=1, retry_delay=HANG)
+    async def fails() -> None:
+        failed_once.set()
+        raise ConnectionError("smtp down")
+
+    app = BackgroundTasksMiddleware(scheduling((fails,)), mode="inline")
+    request = asyncio.create_task(app(http_scope(), request_receive, Recorder(events)))
+    await failed_once.wait()
+    await asyncio.sleep(0)  # its attempt is settled: it waits for its retry
+    request.cancel()  # the server gives up on the call
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+    (record,) = [r for r in caplog.records if "did not finish" in r.getMessage()]
+    assert record.getMessage() == (
+        "background task test_promise.test_a_task_dropped_while_waiting_for_its"
+        "_retry_logs_its_last_attempt.<locals>.fails did not finish: cancelled "
+        "while pending"
+    )
+    assert (record.outcome, record.attempt) == ("dropped", 1)  # type: ignore[attr-defined]
+    assert (app.stats.dropped, app.stats.retried) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_shutdown_during_a_timeouts_grace_lets_the_grace_decide(
+    events: list[object], mode: str
+) -> None:
+    swallowed = asyncio.Event()
+
+    async def swallows_its_timeout() -> None:
+        try:
+            await asyncio.sleep(HANG)
+        except asyncio.CancelledError:
+            swallowed.set()
+            await asyncio.sleep(HANG)  # past its grace
+
+    app = BackgroundTasksMiddleware(
+        with_lifespan(
+            scheduling((swallows_its_timeout,), (events.append, "next")), events
+        ),
+        mode=mode,
+        task_timeout=0.01,
+        shutdown_timeout=0,
+    )
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    request = await start_request(app, events)
+    await swallowed.wait()  # timed out, unwinding within its grace
+
+    async with asyncio.timeout(HANG):
+        assert await lifespan.shutdown() == {"type": "lifespan.shutdown.complete"}
+        await request
+
+    assert "next" not in events
+    stats = app.stats
+    assert (stats.timed_out, stats.dropped, stats.running, stats.pending) == (
+        1,
+        1,
+        0,
+        0,
+    )
