@@ -156,9 +156,11 @@ class Chain:
     def __repr__(self) -> str:
         return f"<Chain {self.state} run={self._run!r}>"
 
-    def advance(self) -> None:
+    def advance(self, first_only: bool = False) -> None:
         """Start the tasks in order, until one does not end at once, a retry
-        waits, or none is left (then the chain is done)."""
+        waits, or none is left (then the chain is done). ``first_only``: a
+        detached request's call starts its first task, and leaves the rest to
+        a later loop turn."""
         runner = self._runner
         tasks = self.tasks
         loop = asyncio.get_running_loop()
@@ -179,6 +181,10 @@ class Chain:
             coro = _guarded(run, task.func, task.args, task.kwargs)
             del task  # not kept while the next runs: its arguments go as it ends
             if not self._start_task(run, coro, loop):
+                return
+            if first_only and tasks._has_tasks():
+                self._runner.register(self)
+                loop.call_soon(self.advance, context=_CALLBACKS)
                 return
 
     def _submit(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:

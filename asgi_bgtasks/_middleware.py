@@ -72,10 +72,11 @@ class BackgroundTasksMiddleware:
             (then drained on shutdown), inline otherwise. See "Drain modes".
         max_concurrency: How many requests' task chains run at once, in
             either mode; the others wait in one FIFO queue. An int >= 1.
-        max_pending: Detached only: once this many tasks wait for a free
-            slot (``max_concurrency``), the final response message of a
-            request that added tasks is held until fewer do (backpressure:
-            memory stays bounded, nothing is dropped). An int >= 1.
+        max_pending: Detached only: once this many tasks wait to start
+            (queued for a slot, or behind a running task of their request),
+            the final response message of a request whose tasks will run is
+            held until fewer do (backpressure: memory stays bounded, nothing
+            is dropped). An int >= 1.
         max_threads: Worker threads of the middleware's own pool for plain
             ``def`` tasks (never the loop's default executor). The default
             is ``min(32, os.cpu_count() + 4)``. An int >= 1.
@@ -388,10 +389,11 @@ class _ResponseWatch:
         tasks = self.tasks
         # Held only if its tasks will run: not an error response's, unless
         # some of them run on error.
+        status = self.status
         if (
             middleware._detached
             and tasks._has_tasks()
-            and (self.status < 500 or middleware._any_runs_on_error(tasks))
+            and (0 < status < 500 or middleware._any_runs_on_error(tasks))
         ):
             held = middleware._held(tasks)
             if held is not None:

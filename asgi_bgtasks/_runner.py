@@ -19,8 +19,8 @@ TASK_FAILED_ATTEMPTS = "background task %s failed after %d attempts"
 TASK_RETRYING = "background task %s attempt %d failed (%s); retrying in %g s"
 TASK_TIMED_OUT = "background task %s timed out after %s s and was cancelled"
 TASK_TIMED_OUT_GOES_ON = (
-    "background task %s timed out after %s s and did not end within %s s of "
-    "its cancellation: it goes on on its own, and its request's next task starts"
+    "background task %s timed out after %s s and had not ended %s s later: "
+    "it goes on on its own, and its request's next task starts"
 )
 TASK_TIMED_OUT_IN_THREAD = (
     "background task %s timed out after %s s; it runs in a worker thread, "
@@ -150,7 +150,7 @@ class TaskRunner:
         tasks._count_pending()
         if self._active < self._limit:
             self._active += 1
-            Chain(self, tasks).advance()
+            Chain(self, tasks).advance(first_only=True)
         else:
             self._queue.append(tasks)
 

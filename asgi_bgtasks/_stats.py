@@ -24,7 +24,8 @@ class Stats:
         failed: Tasks that raised on their last attempt.
         timed_out: Tasks cancelled by their timeout.
         dropped: Tasks that never ran to the end: a failed request's, or
-            left at the shutdown deadline, or cancelled from outside.
+            left at the shutdown deadline, or cancelled from outside, or
+            that the event loop's task factory could not start.
         running: Tasks running now (a plain ``def`` one waiting for a pool
             thread included).
         pending: Tasks not started yet, or waiting to be retried.
