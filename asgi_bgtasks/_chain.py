@@ -257,11 +257,9 @@ class Chain:
         self._settle(run)
         self._go_on()
 
-    def _returned(self, run: Run) -> None:
+    def _returned(self, run: Run, job: "Future[Any]") -> None:
         """A plain ``def`` attempt's job ended (on the loop now), or was
         cancelled before a thread took it."""
-        job = run.worker
-        assert isinstance(job, Future)
         result = None
         if job.cancelled():
             run.error = asyncio.CancelledError()
@@ -312,11 +310,14 @@ class Chain:
 
     def _expire(self, run: Run) -> None:
         """``run`` is past its timeout: cancel it (unless a thread has it),
-        and give it `UNWIND_GRACE` seconds to end."""
+        and give it `UNWIND_GRACE` seconds to end. One that has ended (its
+        end not settled yet: its callback runs next) is not timed out."""
         run.timer = None
-        run.timed_out = True
         worker = run.worker
         assert worker is not None
+        if worker.done():
+            return
+        run.timed_out = True
         if not run.in_thread:
             worker.cancel()
         elif worker.cancel():  # no thread had taken it: it never will
@@ -476,7 +477,7 @@ def _returned_soon(
     """In the thread that ended ``job``: have the loop settle ``run``."""
     # The loop may be closed: then nobody is left to count it.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(chain._returned, run, context=_CALLBACKS)
+        loop.call_soon_threadsafe(chain._returned, run, job, context=_CALLBACKS)
 
 
 def _never_awaited(awaitable: Any) -> None:

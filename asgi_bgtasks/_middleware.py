@@ -440,7 +440,7 @@ def _read_status(status: Any) -> int:
     is 200); -1 if it cannot be."""
     try:
         return int(status)
-    except (TypeError, ValueError):
+    except Exception:  # whatever it is, it cannot be read: the app's failure
         return -1
 
 

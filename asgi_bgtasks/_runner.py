@@ -436,6 +436,8 @@ class TaskRunner:
         if run.error is not None:
             _clear_frames(run.error)
             run.error = None
+        # No cycle: a thread's job keeps its done callback, which holds the run.
+        run.worker = None
         return wait
 
     def _tell_observers(self, run: Run, outcome: Outcome) -> None:

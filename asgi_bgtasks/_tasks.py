@@ -387,9 +387,9 @@ class BackgroundTasks:
             rest = self._waiting()
             self._first, self._more, self._next = None, None, 0
             if self._counted:
-                # Only a shutdown closes a detached list early, and it let
-                # every held request go first: no room to make.
                 ledger.queued -= len(rest)
+        if rest and ledger.holds:  # a chain that cannot start, say
+            ledger.make_room()
         return rest
 
     def _count_pending(self) -> None:

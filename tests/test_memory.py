@@ -72,6 +72,10 @@ async def fails(payload: Payload) -> None:
     raise ValueError("task bug")
 
 
+def succeeds_in_thread(payload: Payload) -> None:
+    threading.Event().wait(0.01)  # still running as its chain waits for it
+
+
 def fails_in_thread(payload: Payload) -> None:
     raise ValueError("task bug")
 
@@ -107,6 +111,7 @@ def app_scheduling(task: Any, box: list[Payload], status: int = 200) -> Any:
     [
         (succeeds, 200, None, "succeeded"),
         (fails, 200, None, "failed"),
+        (succeeds_in_thread, 200, None, "succeeded"),
         (fails_in_thread, 200, None, "failed"),
         (cancels_itself, 200, None, "failed"),
         (hangs, 200, 0.01, "timed_out"),
@@ -116,6 +121,7 @@ def app_scheduling(task: Any, box: list[Payload], status: int = 200) -> Any:
     ids=[
         "succeeded",
         "failed",
+        "succeeded-in-thread",
         "failed-in-thread",
         "own-cancel",
         "timed-out",

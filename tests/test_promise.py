@@ -954,3 +954,120 @@ async def test_a_shutdown_during_a_timeouts_grace_lets_the_grace_decide(
         0,
         0,
     )
+
+
+# Found in review: a chain that cannot start lets held requests go; a task
+# that ended as its timer fired is not timed out; any status is read or
+# failed, never raised from.
+
+
+async def test_a_chain_that_cannot_start_lets_the_requests_it_held_go(
+    events: list[object],
+) -> None:
+    gate = Gate(events)
+    refuse = False
+
+    async def quick() -> None:
+        pass
+
+    async def routes(scope: dict[str, str], receive: Any, send: Any) -> None:
+        if scope["path"] == "/a":
+            add_task(gate.task, "a")  # holds the one slot
+        elif scope["path"] == "/b":
+            add_task(quick)
+            add_task(quick)  # queued: the queue is at max_pending
+        else:
+            add_task(quick)
+        await send(START_200)
+        await send(BODY)
+
+    def factory(loop: Any, coro: Any, **options: Any) -> "asyncio.Task[Any]":
+        if refuse and coro.__qualname__ == "_guarded":
+            raise RuntimeError("factory refuses")
+        return asyncio.Task(coro, loop=loop, **options)
+
+    app = BackgroundTasksMiddleware(
+        routes, mode="detached", max_concurrency=1, max_pending=1
+    )
+    loop = asyncio.get_running_loop()
+    original = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        await call(app, events, http_scope("/a"))
+        await gate.arrived["a"].wait()
+        await call(app, events, http_scope("/b"))
+        held = Recorder(events)
+        started = asyncio.Event()
+
+        async def send(message: Any) -> None:
+            await held(message)
+            started.set()  # its final message comes next, and is held
+
+        third = asyncio.create_task(app(http_scope("/c"), request_receive, send))
+        async with asyncio.timeout(HANG):
+            await started.wait()
+        assert not held.body_sent.is_set()
+        refuse = True  # /b's chain cannot start: its tasks are dropped
+        gate.opened.set()
+        async with asyncio.timeout(HANG):
+            await held.body_sent.wait()  # nothing waits any more: let go
+            await third
+    finally:
+        loop.set_task_factory(original)
+    await app.join()
+
+    # /a's task ran; /b's and then /c's could not start (the factory still
+    # refuses): dropped, each chain's slot freed in turn.
+    assert (app.stats.succeeded, app.stats.dropped) == (1, 3)
+    assert_accounted(app.stats)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_task_that_ended_as_its_timer_fired_is_not_timed_out(
+    events: list[object], mode: str
+) -> None:
+    errors: list[BaseException] = []
+
+    async def blocks_then_returns() -> None:
+        await asyncio.sleep(0)  # goes on past its first step: its timer runs
+        time.sleep(0.1)  # blocks the loop past its timeout  # noqa: ASYNC251
+        await asyncio.sleep(0)  # its last step and its timer: one loop turn
+        events.append("returned")
+
+    app = BackgroundTasksMiddleware(
+        scheduling((blocks_then_returns,)),
+        mode=mode,
+        task_timeout=0.02,
+        on_error=lambda info, error: errors.append(error),
+    )
+    await call(app, events)
+    await app.join()
+
+    assert events[-1] == "returned"
+    assert (app.stats.succeeded, app.stats.timed_out) == (1, 0)
+    assert errors == []
+
+
+async def test_a_status_that_cannot_even_be_converted_goes_to_the_server_untouched(
+    events: list[object],
+) -> None:
+    sent: list[Any] = []
+
+    class ServerRefuses(Exception):
+        pass
+
+    async def server_send(message: Any) -> None:
+        sent.append(message)
+        raise ServerRefuses
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        add_task(events.append, "task")
+        await send({"type": "http.response.start", "status": float("inf")})
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    with pytest.raises(ServerRefuses):
+        await middleware(http_scope(), request_receive, server_send)
+
+    assert len(sent) == 1  # the server saw it, as the app sent it
+    assert "task" not in events
+    assert middleware.stats.dropped == 1
