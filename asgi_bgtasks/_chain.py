@@ -333,10 +333,12 @@ class Chain:
         """A timed-out attempt did not end within its grace: it goes on on
         its own, counted timed out; the chain moves on."""
         run.timer = None
-        if run is self._run:
-            run.abandoned = True
-            self._settle(run)
-            self._go_on()
+        # Still its chain's: had it ended, or been given up on, its timer
+        # would have been cancelled.
+        assert run is self._run
+        run.abandoned = True
+        self._settle(run)
+        self._go_on()
 
     def _settle(self, run: Run) -> None:
         """Count the attempt (`TaskRunner.settle`) or schedule its retry."""
@@ -362,7 +364,9 @@ class Chain:
         Each waiter has its own: cancelling one's wait (the server cancelling
         the request's call) does not end another's (shutdown's grace)."""
         future = asyncio.get_running_loop().create_future()
-        if self._ended is None:
+        if self.state is DONE:
+            future.set_result(None)
+        elif self._ended is None:
             self._ended = [future]
         else:
             self._ended.append(future)

@@ -320,9 +320,8 @@ class BackgroundTasksMiddleware:
         """Not on asyncio: fail the startup, loudly, rather than serve
         requests whose tasks could never run."""
         logger.error(_NEEDS_ASYNCIO)
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.failed", "message": _NEEDS_ASYNCIO})
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.failed", "message": _NEEDS_ASYNCIO})
 
     def _started(self) -> None:
         self._runner.reopen()

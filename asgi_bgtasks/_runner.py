@@ -7,7 +7,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._chain import _CALLBACKS, DONE, QUEUED, UNWIND_GRACE, Chain, Reason, Run, now
+from ._chain import _CALLBACKS, QUEUED, UNWIND_GRACE, Chain, Reason, Run, now
 from ._observe import Observer, end, observers_found
 from ._stats import Ledger, Outcome
 from ._tasks import BackgroundTasks, DroppedTask, DropReason, TaskInfo, _Task
@@ -170,9 +170,7 @@ class TaskRunner:
 
     async def run_to_end(self, tasks: BackgroundTasks) -> None:
         """Run ``tasks`` inline and wait until they have ended."""
-        chain = self.run(tasks)
-        if chain.state is not DONE:
-            await chain.ended()
+        await self.run(tasks).ended()
 
     def _watch(self, tasks: BackgroundTasks) -> None:
         """Decide, as its request hands ``tasks`` over, which observers

@@ -600,8 +600,10 @@ async def test_enqueue_on_the_event_loop_runs_an_async_task_in_a_task_of_its_own
 ) -> None:
     result = jobs.remember_async.enqueue("on the loop")  # a sync call, on the loop
 
-    assert result.status == READY  # it does not block the loop: it runs next
-    assert jobs.ran == []
+    if asyncio.get_running_loop().get_task_factory() is None:
+        assert result.status == READY  # it does not block the loop: it runs next
+        assert jobs.ran == []
+    # (An eager task factory starts it at once, as it does every Task.)
     assert (await finished(result)).status == SUCCESSFUL
     assert result.return_value == ["on the loop", "async"]
     assert jobs.ran == ["on the loop"]
@@ -670,6 +672,8 @@ def test_an_async_task_whose_event_loop_ends_first_has_failed(
 async def test_an_async_task_whose_task_is_cancelled_before_it_starts_has_failed(
     jobs: ModuleType,
 ) -> None:
+    if asyncio.get_running_loop().get_task_factory() is not None:
+        pytest.skip("an eager task factory starts every Task at once")
     others = asyncio.all_tasks()
     result = jobs.remember_async.enqueue("never")
     [worker] = asyncio.all_tasks() - others
