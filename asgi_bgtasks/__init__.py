@@ -10,8 +10,7 @@ from ._tasks import (
     add_task,
     background_tasks,
 )
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "BackgroundTasks",

@@ -22,9 +22,10 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, Protocol
 
-from ._observe import Ended, Observer, start
+from ._observe import Observer, start
 from ._stats import Outcome
 from ._tasks import BackgroundTasks, _Task
+from ._types import Ended
 
 Reason = Literal["shutdown", "cancelled"]  # why a chain is cancelled
 

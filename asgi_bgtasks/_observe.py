@@ -10,19 +10,15 @@ adds its own observer.
 import contextvars
 import importlib.util
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from ._stats import Outcome
+from ._types import Ended
 
 logger = logging.getLogger("asgi_bgtasks")
 
 OBSERVER_FAILED = "observer %r raised while observing background task %s"
-
-# Called once when the attempt has ended: its outcome (a `Stats` field
-# name), what it raised (a timeout as the builtin TimeoutError) and how
-# long it ran, in seconds.
-Ended = Callable[[Outcome, BaseException | None, float], None]
 
 
 class Observer(Protocol):

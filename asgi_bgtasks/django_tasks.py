@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from . import DroppedTask, add_task
-from .django import db_task
+from ._db_task import db_task
 
 # Django is untyped here: mypy sees the first branch's names as Any.
 try:

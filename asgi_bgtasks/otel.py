@@ -13,9 +13,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
-from . import __version__
-from ._observe import Ended
 from ._stats import Outcome
+from ._types import Ended
+from ._version import __version__
 
 
 class Tracing:

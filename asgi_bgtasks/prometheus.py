@@ -27,8 +27,8 @@ except ModuleNotFoundError as missing:
 
 from ._find import middleware_in
 from ._middleware import BackgroundTasksMiddleware
-from ._observe import Ended
 from ._stats import Stats
+from ._types import Ended
 
 OUTCOMES = ("succeeded", "failed", "timed_out", "dropped")
 

@@ -39,6 +39,9 @@ def test_add_task_outside_a_request_says_to_wrap_the_app() -> None:
 
     assert "wrap the ASGI app with BackgroundTasksMiddleware(app)" in str(raised.value)
     assert "while a request is being handled" in str(raised.value)
+    # What to check when it was: the server may serve the inner app.
+    assert "check that the server serves the wrapped object" in str(raised.value)
+    assert "app.add_middleware(BackgroundTasksMiddleware)" in str(raised.value)
 
 
 def test_add_task_under_runserver_names_the_asgi_command_to_run(

@@ -1,0 +1,3 @@
+"""The package's version (hatch reads it here)."""
+
+__version__ = "0.1.0"
