@@ -78,3 +78,16 @@ async def test_empty_blocks_run_nothing_and_leave_no_collector_behind() -> None:
 
     with pytest.raises(RuntimeError, match="outside a request"):
         add_task(print, "no block, no middleware")
+
+
+async def test_async_with_runs_tasks_that_end_at_once() -> None:
+    ran: list[str] = []
+
+    async def at_once(label: str) -> None:
+        ran.append(label)  # ends in its first step: eager on 3.12+
+
+    async with run_tasks_on_exit():
+        add_task(at_once, "first")
+        add_task(at_once, "second")
+
+    assert ran == ["first", "second"]
