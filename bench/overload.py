@@ -68,7 +68,9 @@ def _io(seconds: float, drain_limit: float, cpus: set[int] | None) -> dict[str, 
 
 
 def _slow(seconds: float, drain_limit: float, cpus: set[int] | None) -> dict[str, Any]:
-    spec = AppSpec("starlette", "default", SLOW_TASK_SECONDS, SLOW_MAX_PENDING)
+    spec = AppSpec(
+        "starlette", "default", SLOW_TASK_SECONDS, max_pending=SLOW_MAX_PENDING
+    )
     with serving("uvicorn", spec, cpus, stop_within=5) as mine:
         (load,), (samples,) = run_client(_sampled([mine], seconds))
         (drained,) = run_client(_drained([mine], drain_limit))
