@@ -88,8 +88,8 @@ class Run:
     (``in_thread`` is False from then on if it was).
 
     Its facts' defaults are class attributes, and an attempt sets only what
-    happens to it (measured: 0.3 µs less per task than a slotted class
-    setting them all, 3.13).
+    happens to it (measured, callgrind, 3.13: 1,700 instructions against
+    3,000 for a slotted class setting all twelve; about 60 ns a task).
     """
 
     timed_out = False
@@ -461,8 +461,8 @@ def _itself(value: Any) -> Any:
     return value
 
 
-# Our clock for wait times and durations (a C function: cheaper per task than
-# loop.time(), and the same monotonic clock).
+# Our one clock for wait times and durations: the monotonic clock asyncio's
+# loop.time() reads, without that Python method in between.
 now = time.monotonic
 
 

@@ -189,7 +189,8 @@ class TaskRunner:
     def register(self, chain: Chain) -> None:
         """``chain`` may outlast the call that started it: shutdown must
         find it. (Only then: a chain whose tasks end as they start costs no
-        registry, measured 0.2 µs per request.)"""
+        registry; measured, callgrind, 3.13: 2,100 instructions, about
+        0.1 µs a request.)"""
         self._chains[chain] = None
 
     def release(self, chain: Chain, held_slot: bool) -> None:
