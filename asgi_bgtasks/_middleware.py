@@ -247,9 +247,10 @@ class BackgroundTasksMiddleware:
 
     def _any_runs_on_error(self, tasks: BackgroundTasks) -> bool:
         """Whether any of ``tasks`` would run after an error response."""
-        with self._ledger.lock:
-            waiting = tasks._waiting()
-        return any(self._runs_on_error(task) for task in waiting)
+        if tasks._inbox is not None:  # added from threads: they count too
+            with self._ledger.lock:
+                tasks._gather()
+        return any(self._runs_on_error(task) for task in tasks._waiting())
 
     async def _run_inline(self, chain: Chain) -> None:
         """Wait for an inline chain; if the server cancels this call, end the

@@ -332,8 +332,7 @@ class TaskRunner:
         """No Task could be made for ``taken`` (counted running) nor, then,
         for ``rest``: drop them all, with ``error`` logged once."""
         tasks = [taken, *rest]
-        with self.ledger.lock:
-            self.ledger.running -= 1
+        self.ledger.running -= 1
         self.ledger.drop([task.epoch for task in tasks])
         names = sorted({task.name for task in tasks})
         logger.error(

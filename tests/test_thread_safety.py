@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 import itertools
+import sys
 import threading
 from typing import Any
 
@@ -153,3 +154,102 @@ async def test_add_task_racing_a_5xx_drop_drops_each_task_or_refuses_it() -> Non
     assert adders.refused == 4
     assert (stats.pending, stats.running) == (0, 0)
     assert adders.bad_snapshots == []
+
+
+async def test_stats_read_in_another_thread_while_the_loop_counts_add_up() -> None:
+    """The loop counts its own tasks without a lock; snapshots taken in
+    another thread meanwhile, as fast as it can, with thread switches as
+    frequent as the interpreter allows, still add up, with no negative
+    figure."""
+
+    async def ends_at_once() -> None:
+        pass
+
+    async def suspends() -> None:
+        await asyncio.sleep(0)
+
+    async def fails() -> None:
+        raise ValueError("its own failure")
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        for task in (ends_at_once, suspends, fails, suspends):
+            add_task(task)
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    stop = threading.Event()
+    snapshots: list[Any] = []
+    bad: list[Any] = []
+
+    def monitor() -> None:
+        while not stop.is_set():
+            stats = middleware.stats
+            snapshots.append(stats)
+            try:
+                assert_accounted(stats)
+            except AssertionError:
+                bad.append(stats)
+
+    reader = threading.Thread(target=monitor)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader.start()
+    try:
+        async with asyncio.timeout(HANG):
+            for _ in range(2_000):
+                await call(middleware, [])
+    finally:
+        stop.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+
+    stats = middleware.stats
+    assert (stats.scheduled, stats.succeeded, stats.failed) == (8_000, 6_000, 2_000)
+    assert len({stats.scheduled for stats in snapshots}) > 100  # read as it ran
+    assert bad == []
+
+
+async def test_tasks_added_from_a_thread_and_the_loop_run_in_the_order_added(
+    events: list[object],
+) -> None:
+    async def app(scope: object, receive: object, send: Any) -> None:
+        add_task(events.append, "loop 1")
+        await asyncio.to_thread(add_task, events.append, "thread 1")
+        await asyncio.to_thread(add_task, events.append, "thread 2")
+        add_task(events.append, "loop 2")
+        await asyncio.to_thread(add_task, events.append, "thread 3")
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    await call(middleware, [])
+
+    assert events == ["loop 1", "thread 1", "thread 2", "loop 2", "thread 3"]
+    assert middleware.stats.succeeded == middleware.stats.scheduled == 5
+
+
+async def test_a_task_added_from_a_thread_while_the_chain_runs_runs_next(
+    events: list[object],
+) -> None:
+    """A plain def task adds the next from its worker thread: the chain,
+    about to end, finds it."""
+
+    def first() -> None:
+        events.append("first")
+        add_task(events.append, "added by the first, in its thread")
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        add_task(first)
+        await send(START_200)
+        await send(BODY)
+
+    for mode in ("inline", "detached"):
+        events.clear()
+        middleware = BackgroundTasksMiddleware(app, mode=mode)  # type: ignore[arg-type]
+        await call(middleware, [])
+        await middleware.join()
+
+        assert events == ["first", "added by the first, in its thread"]
+        stats = middleware.stats
+        assert (stats.scheduled, stats.succeeded, stats.pending) == (2, 2, 0)
