@@ -248,31 +248,48 @@ class OwnTaskFloor:
                     await own
 
 
-_pending: contextvars.ContextVar["_Bookkeeping | None"] = contextvars.ContextVar(
+_pending: contextvars.ContextVar["_Book | None"] = contextvars.ContextVar(
     "bench.pending", default=None
 )
 
 
-class _Bookkeeping:
-    """A request's task list with the counts the contract asks for."""
+class _Counts:
+    """What the contract's `stats` count, as one loop-thread writer keeps
+    them (no lock: see `_Book`)."""
 
-    __slots__ = ("lock", "records", "running", "scheduled", "succeeded")
+    __slots__ = ("active", "failed", "running", "scheduled", "succeeded")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # add_task may come from any thread
-        self.records: list[tuple[Task, contextvars.Context]] = []
-        self.scheduled = self.running = self.succeeded = 0
+        self.scheduled = self.running = self.succeeded = self.failed = 0
+        self.active = 0  # chains holding a max_concurrency slot
 
 
-def contract_add(task: Task) -> None:
-    """The least `add_task` can do: find the request through a ContextVar,
-    copy the context, record and count the call under a lock."""
+class _Book:
+    """A request's task list: the loop's thread adds to it without a lock
+    (a thread of its own would take one; not exercised here)."""
+
+    __slots__ = ("closed", "counts", "owner", "records")
+
+    def __init__(self, counts: _Counts) -> None:
+        self.counts = counts
+        self.owner = threading.get_ident()
+        self.records: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] = []
+        self.closed = False
+
+
+def contract_add(task: Task, *args: Any, **kwargs: Any) -> None:
+    """The least `add_task` can do: find the request through a ContextVar
+    (any depth), refuse once its list is closed, copy the context, record
+    the call and count it, without a lock on the loop's thread."""
     book = _pending.get()
-    assert book is not None
-    record = (task, contextvars.copy_context())
-    with book.lock:
-        book.records.append(record)
-        book.scheduled += 1
+    if book is None:
+        raise RuntimeError("outside a request")
+    if threading.get_ident() != book.owner:
+        raise NotImplementedError("a thread of its own would take a lock")
+    if book.closed:
+        raise RuntimeError("closed")
+    book.records.append((task, args, kwargs, contextvars.copy_context()))
+    book.counts.scheduled += 1
 
 
 def contract_app(task: Task, count: int = 1) -> App:
@@ -289,47 +306,79 @@ def contract_app(task: Task, count: int = 1) -> App:
     return app
 
 
+async def _guarded(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """In a Task, ``KeyboardInterrupt`` and ``SystemExit`` would stop the
+    loop: a task that raises must not stop the next one."""
+    try:
+        await task(*args, **kwargs)
+    except (KeyboardInterrupt, SystemExit) as error:
+        return error
+    return None
+
+
 class ContractFloor:
-    """Not a design, a lower bound: isolation's floor plus only the
-    bookkeeping the contract cannot do without (a ContextVar to reach the
-    request from any depth, the context copied at add_task, counts kept
-    under a lock so that any thread may add a task and read them). No error
-    handling, no cancellation attribution, no timeouts, no shutdown."""
+    """Not a design, a lower bound: isolation's floor plus only what the
+    contract cannot do without, each at its cheapest and in one straight
+    function: the request in a ContextVar and its scope, a response watch
+    that reads the status (a 5xx drops the tasks), the app's failure
+    caught, the context copied at add_task, counts kept without a lock on
+    the loop's thread, a max_concurrency slot, each task in its own Task
+    (eager where the Python has it) behind a guard, its end read and
+    counted. No timeouts, retries, observers, logging, shutdown or
+    cancellation attribution: their code is not run here."""
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.counts = _Counts()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        book = _Bookkeeping()
+        counts = self.counts
+        book = _Book(counts)
+        scope["contract.tasks"] = book
         token = _pending.set(book)
+        status = 0
         ended = False
 
         async def watch(message: dict[str, Any]) -> None:
-            nonlocal ended
-            if message["type"] == "http.response.body" and not message.get(
-                "more_body", False
-            ):
+            nonlocal status, ended
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "http.response.body" and not message.get("more_body", False):
                 ended = True
             await send(message)
 
-        await self.app(scope, receive, watch)
+        failed: BaseException | None = None
+        try:
+            await self.app(scope, receive, watch)
+        except BaseException as error:
+            failed = error
         _pending.reset(token)
-        if ended:
-            loop = asyncio.get_running_loop()
-            for task, context in book.records:
-                with book.lock:
-                    book.running += 1
-                if EAGER:
-                    own = asyncio.Task(
-                        task(), loop=loop, context=context, eager_start=True
-                    )
-                else:
-                    own = loop.create_task(task(), context=context)
-                if not own.done():
-                    await own
-                with book.lock:
-                    book.running -= 1
-                    book.succeeded += 1
+        book.closed = True
+        if failed is not None or not ended or status >= 500:
+            raise NotImplementedError("dropping is not exercised") from failed
+        counts.active += 1
+        loop = asyncio.get_running_loop()
+        for task, args, kwargs, context in book.records:
+            counts.running += 1
+            if EAGER:
+                own = asyncio.Task(
+                    _guarded(task, args, kwargs),
+                    loop=loop,
+                    context=context,
+                    eager_start=True,
+                )
+            else:
+                own = loop.create_task(_guarded(task, args, kwargs), context=context)
+            if not own.done():
+                await own
+            error = own.exception() or own.result()
+            counts.running -= 1
+            if error is None:
+                counts.succeeded += 1
+            else:
+                counts.failed += 1
+        counts.active -= 1
 
 
 class CreateTaskFloor:
