@@ -195,7 +195,7 @@ class Chain:
         """Run a plain ``def`` attempt in the runner's thread pool."""
         task = run.task
         job = self._runner.threads().submit(
-            _call, run.context, task.func, task.args, task.kwargs
+            _call, [run.context, task.func, task.args, task.kwargs]
         )
         run.worker = job
         self._runner.register(self)  # it outlasts this call: shutdown ends it
@@ -472,13 +472,13 @@ def _itself(value: Any) -> Any:
 now = time.monotonic
 
 
-def _call(
-    context: contextvars.Context,
-    func: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """A plain ``def`` task, in a worker thread, in its context."""
+def _call(call: list[Any]) -> Any:
+    """A plain ``def`` task, in a worker thread, in its context. What it
+    calls, with and in comes in a list emptied here: the pool's work item
+    outlives the job's end (the loop may settle the task before the worker
+    thread lets go of the work item), and must not keep the arguments."""
+    context, func, args, kwargs = call
+    call.clear()
     return context.run(func, *args, **kwargs)
 
 

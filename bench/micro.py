@@ -22,7 +22,10 @@ and sees the final body, then:
   own, eagerly started where the Python has it (3.12+), and awaits it, in
   order: what isolating a task costs at the least, inline;
 - ``floor + create_task``: the same, fire-and-forget (a reference kept in a
-  set until the task is done): the detached floor.
+  set until the task is done): the detached floor;
+- ``floor + own Task + the contract's least work``: a lower bound, not a
+  design (`ContractFloor`): the own-Task floor plus only what the contract
+  cannot do without, in one straight function.
 """
 
 import asyncio
@@ -87,10 +90,11 @@ async def io() -> None:
 SHAPES: dict[str, Task] = {"noop": noop, "io": io}
 
 OWN_TASK = "floor + own Task, awaited"
-# A lower bound, not a design: the own-Task floor plus the bookkeeping the
-# contract cannot do without. Where it alone is above a target's bound, that
-# target cannot be met by any design that keeps the contract.
-CONTRACT = "floor + own Task + the contract's least bookkeeping"
+# A lower bound, not a design: the own-Task floor plus the least work the
+# contract cannot do without (`ContractFloor`). Where it alone is above a
+# target's bound, that target cannot be met by any design that keeps the
+# contract; where it is below, the gap is the implementation's.
+CONTRACT = "floor + own Task + the contract's least work"
 CREATE_TASK = "floor + create_task"
 OWN_TASKS = f"floor + {TEN} own Tasks, awaited in order, noop"
 # (target, variant, baseline, at most): ratios of added CPU µs per request.
