@@ -226,8 +226,7 @@ class Chain:
             return False
         run.worker = worker
         if worker.done():
-            _read_end(run, worker)
-            self._settle(run)
+            self._settle(run, worker)
             return True
         self._runner.register(self)  # it may outlast this call: shutdown ends it
         self._time(run, loop)
@@ -258,8 +257,7 @@ class Chain:
             if not worker.cancelled():
                 worker.exception()
             return
-        _read_end(run, worker)
-        self._settle(run)
+        self._settle(run, worker)
         self._go_on()
 
     def _returned(self, run: Run, job: "Future[Any]") -> None:
@@ -347,8 +345,19 @@ class Chain:
         self._settle(run)
         self._go_on()
 
-    def _settle(self, run: Run) -> None:
-        """Count the attempt (`TaskRunner.settle`) or schedule its retry."""
+    def _settle(self, run: Run, ended: "asyncio.Task[Any] | None" = None) -> None:
+        """Count the attempt (`TaskRunner.settle`) or schedule its retry.
+        ``ended``: its Task, which has ended: what ended it is recorded
+        first (what it raised, or the CancelledError it ended with, whose
+        context is what was raised in it)."""
+        if ended is not None:
+            if ended.cancelled():
+                try:
+                    ended.result()
+                except asyncio.CancelledError as cancelled:
+                    run.error = cancelled
+            elif (error := ended.exception()) is not None:
+                run.error = error
         run.settled = True
         if run is self._run:
             self._run = None
@@ -448,18 +457,6 @@ async def _guarded(
     try:
         await func(*args, **kwargs)
     except (KeyboardInterrupt, SystemExit) as error:
-        run.error = error
-
-
-def _read_end(run: Run, worker: "asyncio.Task[Any]") -> None:
-    """Record what ended ``run``'s Task: what it raised, or the
-    CancelledError it ended with (its context: what was raised in it)."""
-    if worker.cancelled():
-        try:
-            worker.result()
-        except asyncio.CancelledError as cancelled:
-            run.error = cancelled
-    elif (error := worker.exception()) is not None:
         run.error = error
 
 

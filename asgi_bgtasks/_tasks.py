@@ -314,7 +314,14 @@ class BackgroundTasks:
                 self._gather()
         task.epoch = ledger.epoch
         ledger.scheduled += 1
-        self._push(task)
+        # `_push`, inline: a call less a task (measured, callgrind, 3.13:
+        # 600 instructions).
+        if self._more is not None:
+            self._more.append(task)
+        elif self._first is None:  # none waits: it is next
+            self._first = task
+        else:
+            self._more = deque((task,))
         if self._counted:  # handed over detached: it waits to start
             ledger.queued += 1
 
@@ -382,27 +389,20 @@ class BackgroundTasks:
             self._first = None
         elif self._more:
             task = self._more.popleft()
-        else:
-            task = self._last_or_close()
+        else:  # none is left: close the list, unless other threads added
+            self._more = None  # tasks meanwhile (then the first is next)
+            self._close_to_threads()
+            task = self._first
             if task is None:
                 return None
+            self._closed = None
+            self._first = None
         ledger = self._ledger
         ledger.running += 1
         if self._counted:
             ledger.queued -= 1
         if ledger.holds:
             ledger.make_room()
-        return task
-
-    def _last_or_close(self) -> _Task | None:
-        """None is left in the list: close it, unless other threads added
-        tasks meanwhile; then it stays open, and the first of them is next."""
-        self._more = None
-        self._close_to_threads()
-        task = self._first
-        if task is not None:
-            self._closed = None
-            self._first = None
         return task
 
     def _waiting(self) -> list[_Task]:
@@ -461,7 +461,8 @@ class BackgroundTasks:
         `Ledger.queued` until they are (`_append` and `_gather` count those
         added later)."""
         self._counted = True
-        self._ledger.queued += len(self._waiting())
+        more = self._more
+        self._ledger.queued += (self._first is not None) + (len(more) if more else 0)
 
     def _close_if_empty(self) -> bool:
         """Close the list if nothing was scheduled; True if it was empty."""
