@@ -5,7 +5,7 @@ import logging
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ._chain import _CALLBACKS, QUEUED, UNWIND_GRACE, Chain, Reason, Run, now
 from ._observe import Observer, end, observers_found
@@ -430,6 +430,11 @@ class TaskRunner:
             self.ledger.finish(run.task.epoch, outcome)
             if outcome != "succeeded":
                 self._report(run, outcome)
+                run.task.release()
+            elif type(run.worker) is Future:
+                # A thread's job holds the run through its done callback,
+                # and its pool holds the job a moment after the loop learned
+                # that it returned.
                 run.task.release()
         if run.error is not None:
             _clear_frames(run.error)

@@ -31,6 +31,7 @@ and sees the final body, then:
 import asyncio
 import contextlib
 import contextvars
+import functools
 import gc
 import importlib.util
 import statistics
@@ -327,6 +328,10 @@ async def _guarded(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return None
 
 
+def _resolve(ended: "asyncio.Future[None]", own: "asyncio.Task[Any]") -> None:
+    ended.set_result(None)
+
+
 class ContractFloor:
     """Not a design, a lower bound: isolation's floor plus only what the
     contract cannot do without, each at its cheapest and in one straight
@@ -335,7 +340,8 @@ class ContractFloor:
     caught, the context copied at add_task, counts kept without a lock on
     the loop's thread, a max_concurrency slot, each task in its own Task
     (eager where the Python has it) behind a guard, its end read and
-    counted. No timeouts, retries, observers, logging, shutdown or
+    counted; a task that suspends is waited for through a future of the
+    call's own. No timeouts, retries, observers, logging, shutdown or
     cancellation attribution: their code is not run here."""
 
     def __init__(self, app: App) -> None:
@@ -386,7 +392,13 @@ class ContractFloor:
             else:
                 own = loop.create_task(_guarded(task, args, kwargs), context=context)
             if not own.done():
-                await own
+                # A future of the call's own, not the Task: a server that
+                # cancels the call must get it back within a grace, whatever
+                # the task does (awaiting the Task would hand the
+                # cancellation to the task and wait as long as it swallows it).
+                ended = loop.create_future()
+                own.add_done_callback(functools.partial(_resolve, ended))
+                await ended
             error = own.exception() or own.result()
             counts.running -= 1
             if error is None:

@@ -264,3 +264,44 @@ async def test_arguments_of_a_request_that_crashed_are_freed(
 
     assert middleware.stats.dropped == 1
     assert freed() is None
+
+
+@pytest.mark.usefixtures("no_cyclic_gc")
+@pytest.mark.parametrize("mode", ["inline", "detached"])
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+async def test_a_plain_def_tasks_arguments_are_freed_while_its_pool_thread_lingers(
+    log: _FormatAndForget, monkeypatch: pytest.MonkeyPatch, mode: str, outcome: str
+) -> None:
+    """A pool thread lets go of its work item (and the job in it) only
+    after the job's done callbacks ran, so the loop may settle the task
+    first. Here the thread is held right there, as a busy machine may
+    deschedule it: the task's arguments must be gone all the same."""
+    import concurrent.futures.thread as pool_thread
+
+    lingering = threading.Event()
+    go_on = threading.Event()
+    run_work_item = pool_thread._WorkItem.run
+
+    def run_then_linger(work_item: Any) -> None:
+        run_work_item(work_item)
+        lingering.set()
+        go_on.wait(HANG)
+
+    monkeypatch.setattr(pool_thread._WorkItem, "run", run_then_linger)
+    box = [Payload()]
+    freed = weakref.ref(box[0])
+    task = succeeds_in_thread if outcome == "succeeded" else fails_in_thread
+    app = BackgroundTasksMiddleware(app_scheduling(task, box), mode=mode)  # type: ignore[arg-type]
+
+    try:
+        await call(app, [])
+        await app.join()
+        await asyncio.to_thread(lingering.wait, HANG)
+
+        assert getattr(app.stats, outcome) == 1
+        assert freed() is None
+    finally:
+        go_on.set()
+
+
+HANG = 30  # generous: a thread that never lingers fails the wait, not a timer
