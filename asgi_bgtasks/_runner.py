@@ -389,6 +389,7 @@ class TaskRunner:
             self.timeout_of(run.task),
             extra={"task": run.task.name, "outcome": "timed_out"},
         )
+        run.task.release()
 
     def leave_running_in_thread(self, run: Run) -> None:
         """``run`` cannot be cancelled: it counts as running until it returns."""
@@ -430,7 +431,8 @@ class TaskRunner:
             self.ledger.finish(run.task.epoch, outcome)
             if outcome != "succeeded":
                 self._report(run, outcome)
-                run.task.release()
+                if not (run.abandoned and run.in_thread):  # else its thread
+                    run.task.release()  # has it still: released as it returns
             elif type(run.worker) is Future:
                 # A thread's job holds the run through its done callback,
                 # and its pool holds the job a moment after the loop learned

@@ -278,8 +278,9 @@ class BackgroundTasks:
         # bytes less per pending task).
         self._first: _Task | None = None
         self._more: deque[_Task] | None = None
-        # Added from other threads, not in the list yet (the ledger's lock).
-        self._inbox: list[_Task] | None = None
+        # Added from other threads, not in the list yet (the ledger's lock),
+        # each with whether it counts in `Ledger.queued_by_threads` already.
+        self._inbox: list[tuple[_Task, bool]] | None = None
         self._closed = closed  # why `add_task` raises, once it does
         # Whether its tasks not yet taken count in `Ledger.queued` (detached).
         self._counted = False
@@ -327,22 +328,28 @@ class BackgroundTasks:
 
     def _append_from_thread(self, task: _Task) -> None:
         """Another thread's ``add_task``: into the inbox, counted in
-        `Ledger.scheduled_by_threads` and `Ledger.queued_by_threads`; refused
-        once the list is closed."""
+        `Ledger.scheduled_by_threads` (and in `Ledger.queued_by_threads` if
+        the list was handed over detached); refused once the list is
+        closed."""
         ledger = self._ledger
         with ledger.lock:
             # Announced before it reads `_closed`: see `_close_to_threads`.
             ledger.adding += 1
             try:
-                if self._closed is not None:
+                # Closed, unless what threads added before waits in the
+                # inbox: then the loop is closing it for a moment only, and
+                # will gather that (and this) and reopen it.
+                if self._closed is not None and not self._inbox:
                     raise RuntimeError(self._closed)
                 task.epoch = ledger.epoch
                 ledger.scheduled_by_threads += 1
-                ledger.queued_by_threads += 1
+                counted = self._counted  # handed over detached: it waits to start
+                if counted:
+                    ledger.queued_by_threads += 1
                 if self._inbox is None:
-                    self._inbox = [task]
+                    self._inbox = [(task, counted)]
                 else:
-                    self._inbox.append(task)
+                    self._inbox.append((task, counted))
             finally:
                 ledger.adding -= 1
 
@@ -362,10 +369,11 @@ class BackgroundTasks:
         inbox = self._inbox
         if inbox is not None:
             self._inbox = None
-            for task in inbox:
-                self._push(task)
             ledger = self._ledger
-            ledger.queued_by_threads -= len(inbox)
+            for task, counted in inbox:
+                self._push(task)
+                if counted:
+                    ledger.queued_by_threads -= 1
             if self._counted:
                 ledger.queued += len(inbox)
 
@@ -391,11 +399,9 @@ class BackgroundTasks:
             task = self._more.popleft()
         else:  # none is left: close the list, unless other threads added
             self._more = None  # tasks meanwhile (then the first is next)
-            self._close_to_threads()
-            task = self._first
-            if task is None:
+            if self._close_if_none_waits():
                 return None
-            self._closed = None
+            task = self._first
             self._first = None
         ledger = self._ledger
         ledger.running += 1
@@ -460,6 +466,9 @@ class BackgroundTasks:
         """Handed over detached: its tasks not yet taken count in
         `Ledger.queued` until they are (`_append` and `_gather` count those
         added later)."""
+        if self._inbox is not None:  # added from threads during the request
+            with self._ledger.lock:
+                self._gather()
         self._counted = True
         more = self._more
         self._ledger.queued += (self._first is not None) + (len(more) if more else 0)
@@ -468,11 +477,25 @@ class BackgroundTasks:
         """Close the list if nothing was scheduled; True if it was empty."""
         if self._first is not None:
             return False
-        self._close_to_threads()
-        if self._first is None and not self._more:
-            return True
-        self._closed = None  # other threads added to it: it stays open
-        return False
+        return self._close_if_none_waits()
+
+    def _close_if_none_waits(self) -> bool:
+        """Close the list if no task waits in it, what other threads added
+        included; True if none does. If some do, it stays as it was (set
+        back under the lock: a thread never finds it closed while tasks it
+        added wait)."""
+        if self._first is not None or self._more:
+            return False
+        was = self._closed
+        self._closed = _CLOSED  # first: see `_close_to_threads`
+        ledger = self._ledger
+        if ledger.adding or self._inbox is not None:
+            with ledger.lock:
+                self._gather()
+                if self._first is not None:
+                    self._closed = was
+                    return False
+        return True
 
 
 def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:

@@ -566,6 +566,9 @@ async def test_a_plain_def_past_its_timeout_does_not_hold_its_chain_beyond_the_g
         # Its return reaches the loop by a callback of the engine's own.
         while "its worker thread has returned" not in caplog.text:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+    (late,) = [r for r in caplog.records if "has returned" in r.getMessage()]
+    assert late.getMessage().startswith(f"background task {__name__}.")
+    assert "blocks" in late.getMessage()  # named, though its record was let go
     assert (app.stats.timed_out, app.stats.succeeded, app.stats.running) == (1, 1, 0)
     assert len(told) == 1
     assert_accounted(app.stats)

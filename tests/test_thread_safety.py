@@ -7,10 +7,11 @@ import sys
 import threading
 from typing import Any
 
+import pytest
 from asgiref.sync import sync_to_async
-from helpers import BODY, START_200, assert_accounted, call
+from helpers import BODY, START_200, Lifespan, assert_accounted, call, with_lifespan
 
-from asgi_bgtasks import BackgroundTasksMiddleware, add_task
+from asgi_bgtasks import BackgroundTasksMiddleware, add_task, task_options
 
 HANG = 60  # generous: a race that leaves a list open hangs the test instead
 
@@ -253,3 +254,138 @@ async def test_a_task_added_from_a_thread_while_the_chain_runs_runs_next(
         assert events == ["first", "added by the first, in its thread"]
         stats = middleware.stats
         assert (stats.scheduled, stats.succeeded, stats.pending) == (2, 2, 0)
+
+
+async def test_a_thread_adding_as_the_chain_runs_is_refused_only_once_none_waits() -> (
+    None
+):
+    """A thread adds tasks as fast as it can while the request's chain runs
+    them; when it is refused at last, every task it added before has
+    started: the list never looks closed while tasks a thread added wait."""
+
+    async def one_request() -> bool:
+        order = itertools.count()
+        started: dict[int, int] = {}
+        refused_at: list[int] = []
+        accepted: list[int] = []
+
+        async def job(i: int) -> None:
+            started[i] = next(order)
+
+        def adder(tasks: Any) -> None:
+            for i in range(5_000):
+                try:
+                    tasks.add_task(job, i)
+                except RuntimeError:
+                    refused_at.append(next(order))
+                    return
+                accepted.append(i)
+
+        threads: list[threading.Thread] = []
+
+        async def app(scope: dict[str, Any], receive: object, send: Any) -> None:
+            tasks = scope["background_tasks"]
+            tasks.add_task(job, -1)
+            await send(START_200)
+            threads.append(threading.Thread(target=adder, args=(tasks,)))
+            threads[0].start()
+            await send(BODY)
+
+        await call(BackgroundTasksMiddleware(app, mode="inline"), [])
+        await asyncio.to_thread(threads[0].join)
+
+        assert sorted(started) == [-1, *accepted]  # none lost, none twice
+        if not refused_at:  # the thread was done before the chain
+            return False
+        assert [i for i in accepted if started[i] > refused_at[0]] == []
+        return True
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        async with asyncio.timeout(HANG):
+            refusals = [await one_request() for _ in range(40)]
+    finally:
+        sys.setswitchinterval(interval)
+    assert any(refusals)  # the race was run, not only the easy case
+
+
+async def test_after_a_5xx_a_task_added_later_is_refused_though_some_run_on_error(
+    events: list[object],
+) -> None:
+    """The tasks that run after a 5xx (run_on_error) do not reopen the
+    list: neither they nor a thread still working for the request can add
+    one that would run."""
+    thread_may_add = threading.Event()
+    outcomes: list[str] = []
+
+    async def normal() -> None:
+        events.append("normal")
+
+    @task_options(run_on_error=True)
+    async def audit() -> None:
+        thread_may_add.set()
+        try:
+            add_task(normal)
+        except RuntimeError:
+            outcomes.append("the audit task was refused")
+        await asyncio.to_thread(worker_done.wait, HANG)
+        events.append("audit")
+
+    def worker(tasks: Any) -> None:
+        thread_may_add.wait(HANG)
+        try:
+            tasks.add_task(normal)
+        except RuntimeError:
+            outcomes.append("the thread was refused")
+
+    worker_done = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: object, send: Any) -> None:
+        tasks = scope["background_tasks"]
+        thread = threading.Thread(
+            target=lambda: (worker(tasks), worker_done.set())  # type: ignore[func-returns-value]
+        )
+        thread.start()
+        add_task(audit)
+        await send({**START_200, "status": 500})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    async with asyncio.timeout(HANG):
+        await call(middleware, [])
+
+    assert events == ["audit"]
+    assert sorted(outcomes) == ["the audit task was refused", "the thread was refused"]
+
+
+@pytest.mark.parametrize("where", ["loop", "thread"])
+async def test_a_request_is_not_held_for_its_own_tasks_added_from_a_thread(
+    events: list[object], where: str
+) -> None:
+    """Detached, max_pending=1: a sync view's task (added in a worker
+    thread) does not count against its own request before it is handed
+    over, so the request is not held for it."""
+
+    async def job() -> None:
+        events.append("ran")
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        if where == "thread":
+            await asyncio.to_thread(add_task, job)
+        else:
+            add_task(job)
+        await send(START_200)
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(
+        with_lifespan(app, []), mode="detached", max_pending=1
+    )
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    async with asyncio.timeout(HANG):
+        await call(middleware, [])
+        await middleware.join()
+    await lifespan.shutdown()
+
+    assert events == ["ran"]
