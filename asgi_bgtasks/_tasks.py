@@ -366,16 +366,14 @@ class BackgroundTasks:
         """Move the tasks added from other threads into the list (the
         loop's thread, the ledger's lock held); from then on they count
         in the loop's own `Ledger.queued` if the list's tasks do."""
-        inbox = self._inbox
-        if inbox is not None:
-            self._inbox = None
-            ledger = self._ledger
-            for task, counted in inbox:
-                self._push(task)
-                if counted:
-                    ledger.queued_by_threads -= 1
-            if self._counted:
-                ledger.queued += len(inbox)
+        inbox, self._inbox = self._inbox or [], None
+        ledger = self._ledger
+        for task, counted in inbox:
+            self._push(task)
+            if counted:
+                ledger.queued_by_threads -= 1
+        if self._counted:
+            ledger.queued += len(inbox)
 
     def _close_to_threads(self) -> None:
         """Close the list (the loop's thread); what other threads added
@@ -492,9 +490,9 @@ class BackgroundTasks:
         if ledger.adding or self._inbox is not None:
             with ledger.lock:
                 self._gather()
-                if self._first is not None:
-                    self._closed = was
-                    return False
+                waits = self._first is not None
+                self._closed = was if waits else _CLOSED
+            return not waits
         return True
 
 

@@ -389,3 +389,50 @@ async def test_a_request_is_not_held_for_its_own_tasks_added_from_a_thread(
     await lifespan.shutdown()
 
     assert events == ["ran"]
+
+
+async def test_a_task_added_from_a_thread_is_dropped_with_its_5xx(
+    events: list[object],
+) -> None:
+    async def app(scope: object, receive: object, send: Any) -> None:
+        add_task(events.append, "from the loop")
+        await asyncio.to_thread(add_task, events.append, "from a thread")
+        await send({**START_200, "status": 500})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(app, mode="inline")
+    await call(middleware, [])
+
+    assert events == []
+    stats = middleware.stats
+    assert (stats.scheduled, stats.dropped, stats.pending) == (2, 2, 0)
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_detached_tasks_added_by_the_loop_then_a_thread_run_in_order(
+    events: list[object], status: int
+) -> None:
+    """Handed over detached with a task a thread added last (counted toward
+    max_pending as it is handed over); a 5xx whose thread-added task runs
+    on error is held and run alike."""
+
+    @task_options(run_on_error=True)
+    def audit(label: str) -> None:
+        events.append(label)
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        add_task(audit, "from the loop")
+        await asyncio.to_thread(add_task, audit, "from a thread")
+        await send({**START_200, "status": status})
+        await send(BODY)
+
+    middleware = BackgroundTasksMiddleware(with_lifespan(app, []), max_pending=1)
+    lifespan = Lifespan(middleware)
+    await lifespan.startup()
+    async with asyncio.timeout(HANG):
+        await call(middleware, [])
+        await middleware.join()
+    await lifespan.shutdown()
+
+    assert events == ["from the loop", "from a thread"]
+    assert middleware.stats.succeeded == 2
