@@ -5,7 +5,7 @@ import logging
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from ._chain import _CALLBACKS, QUEUED, UNWIND_GRACE, Chain, Reason, Run, now
 from ._observe import Observer, end, observers_found
@@ -433,15 +433,11 @@ class TaskRunner:
                 self._report(run, outcome)
                 if not (run.abandoned and run.in_thread):  # else its thread
                     run.task.release()  # has it still: released as it returns
-            elif type(run.worker) is Future:
-                # A thread's job holds the run through its done callback,
-                # and its pool holds the job a moment after the loop learned
-                # that it returned.
-                run.task.release()
         if run.error is not None:
             _clear_frames(run.error)
             run.error = None
-        # No cycle: a thread's job keeps its done callback, which holds the run.
+        # No cycle: a thread's job keeps its done callback, which holds the
+        # run until it has run.
         run.worker = None
         return wait
 

@@ -80,6 +80,11 @@ def fails_in_thread(payload: Payload) -> None:
     raise ValueError("task bug")
 
 
+def returns_a_coroutine(payload: Payload) -> Any:
+    threading.Event().wait(0.01)  # still running as its chain waits for it
+    return succeeds(payload)
+
+
 async def cancels_itself(payload: Payload) -> None:
     asyncio.current_task().cancel()  # type: ignore[union-attr]
     await asyncio.sleep(0)
@@ -268,9 +273,21 @@ async def test_arguments_of_a_request_that_crashed_are_freed(
 
 @pytest.mark.usefixtures("no_cyclic_gc")
 @pytest.mark.parametrize("mode", ["inline", "detached"])
-@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+@pytest.mark.parametrize(
+    ("task", "outcome"),
+    [
+        (succeeds_in_thread, "succeeded"),
+        (fails_in_thread, "failed"),
+        (returns_a_coroutine, "succeeded"),  # awaited on the loop after
+    ],
+    ids=["succeeded", "failed", "returns-a-coroutine"],
+)
 async def test_a_plain_def_tasks_arguments_are_freed_while_its_pool_thread_lingers(
-    log: _FormatAndForget, monkeypatch: pytest.MonkeyPatch, mode: str, outcome: str
+    log: _FormatAndForget,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    task: Any,
+    outcome: str,
 ) -> None:
     """A pool thread lets go of its work item (and the job in it) only
     after the job's done callbacks ran, so the loop may settle the task
@@ -290,7 +307,6 @@ async def test_a_plain_def_tasks_arguments_are_freed_while_its_pool_thread_linge
     monkeypatch.setattr(pool_thread._WorkItem, "run", run_then_linger)
     box = [Payload()]
     freed = weakref.ref(box[0])
-    task = succeeds_in_thread if outcome == "succeeded" else fails_in_thread
     app = BackgroundTasksMiddleware(app_scheduling(task, box), mode=mode)  # type: ignore[arg-type]
 
     try:
