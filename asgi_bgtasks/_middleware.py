@@ -247,9 +247,7 @@ class BackgroundTasksMiddleware:
 
     def _any_runs_on_error(self, tasks: BackgroundTasks) -> bool:
         """Whether any of ``tasks`` would run after an error response."""
-        if tasks._inbox is not None:  # added from threads: they count too
-            with self._ledger.lock:
-                tasks._gather()
+        tasks._gather_threads()  # added from threads: they count too
         return any(self._runs_on_error(task) for task in tasks._waiting())
 
     async def _run_inline(self, chain: Chain) -> None:

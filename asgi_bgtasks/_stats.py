@@ -57,9 +57,10 @@ class Ledger:
     """The live counters behind `Stats`, and waiting for tasks to end or
     for room in the backlog.
 
-    Every counter but one is written by the event loop's thread alone, with
-    no lock; ``scheduled_by_threads`` counts the tasks other threads add,
-    under ``lock``. A snapshot taken in any thread is consistent without
+    The event loop's thread writes the counters alone, with no lock; what
+    other threads add is counted apart, under ``lock``
+    (``scheduled_by_threads``, ``queued_by_threads``, ``adding``). A
+    snapshot taken in any thread is consistent without
     stopping the loop: it reads the counters in the order a task moves
     through them (ended, running, scheduled), and the loop moves a task
     out of one before it counts it in the next, so no figure is negative
@@ -111,12 +112,15 @@ class Ledger:
     def _settled(self) -> int:
         return self.succeeded + self.failed + self.timed_out + self.dropped
 
+    def _scheduled(self) -> int:
+        return self.scheduled + self.scheduled_by_threads
+
     @property
     def unfinished(self) -> int:
         """Tasks scheduled that have not ended yet: running or pending (read
         on the loop's thread)."""
         with self.lock:
-            return self.scheduled + self.scheduled_by_threads - self._settled()
+            return self._scheduled() - self._settled()
 
     def snapshot(self) -> Stats:
         """Read every counter, in any thread: ended first, scheduled last
@@ -125,7 +129,7 @@ class Ledger:
         timed_out, dropped, retried = self.timed_out, self.dropped, self.retried
         running = self.running
         with self.lock:
-            scheduled = self.scheduled + self.scheduled_by_threads
+            scheduled = self._scheduled()
         return Stats(
             scheduled=scheduled,
             succeeded=succeeded,
@@ -161,6 +165,7 @@ class Ledger:
 
     def crowded(self) -> bool:
         """Whether a request that added tasks must wait for room (`room`)."""
+        # The sum written out: this runs for every detached request.
         queued = self.queued + self.queued_by_threads
         return bool(self.holds) or queued >= self.max_pending
 
@@ -194,7 +199,7 @@ class Ledger:
     async def join(self) -> None:
         """Wait until every task scheduled before this call has ended."""
         with self.lock:
-            unfinished = self.scheduled + self.scheduled_by_threads - self._settled()
+            unfinished = self._scheduled() - self._settled()
             if not unfinished:
                 return
             epoch = self.epoch
