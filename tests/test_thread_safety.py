@@ -378,15 +378,11 @@ async def test_a_request_is_not_held_for_its_own_tasks_added_from_a_thread(
         await send(START_200)
         await send(BODY)
 
-    middleware = BackgroundTasksMiddleware(
-        with_lifespan(app, []), mode="detached", max_pending=1
+    await one_request_detached(
+        BackgroundTasksMiddleware(
+            with_lifespan(app, []), mode="detached", max_pending=1
+        )
     )
-    lifespan = Lifespan(middleware)
-    await lifespan.startup()
-    async with asyncio.timeout(HANG):
-        await call(middleware, [])
-        await middleware.join()
-    await lifespan.shutdown()
 
     assert events == ["ran"]
 
@@ -427,12 +423,18 @@ async def test_detached_tasks_added_by_the_loop_then_a_thread_run_in_order(
         await send(BODY)
 
     middleware = BackgroundTasksMiddleware(with_lifespan(app, []), max_pending=1)
+    await one_request_detached(middleware)
+
+    assert events == ["from the loop", "from a thread"]
+    assert middleware.stats.succeeded == 2
+
+
+async def one_request_detached(middleware: BackgroundTasksMiddleware) -> None:
+    """One request through ``middleware`` inside a lifespan (detached), its
+    tasks waited for, then the shutdown."""
     lifespan = Lifespan(middleware)
     await lifespan.startup()
     async with asyncio.timeout(HANG):
         await call(middleware, [])
         await middleware.join()
     await lifespan.shutdown()
-
-    assert events == ["from the loop", "from a thread"]
-    assert middleware.stats.succeeded == 2
