@@ -383,18 +383,27 @@ class BackgroundTasks:
         if self._counted:
             ledger.queued += len(inbox)
 
-    def _close_to_threads(self) -> None:
+    def _close_to_threads(self, unless_gathered: str | None = _CLOSED) -> bool:
         """Close the list (the loop's thread); what other threads added
-        before joins it. No lock unless another thread adds or has added:
-        the loop writes `_closed` before it reads `Ledger.adding`, a thread
-        announces itself there before it reads `_closed`; so either the loop
-        sees it and waits for it under the lock, or it sees the list closed
-        and is refused."""
+        before joins it, and if that is all that waits (the list proper
+        was empty), the list is set back to ``unless_gathered`` under the
+        lock, so that a thread never finds it closed while tasks it added
+        wait. True if it stays closed.
+
+        No lock unless another thread adds or has added: the loop writes
+        `_closed` before it reads `Ledger.adding`, a thread announces itself
+        there before it reads `_closed`; so either the loop sees it and
+        waits for it under the lock, or it sees the list closed and is
+        refused."""
         self._closed = _CLOSED
         ledger = self._ledger
         if ledger.adding or self._inbox is not None:
             with ledger.lock:
                 self._gather()
+                gathered = self._first is not None
+                self._closed = unless_gathered if gathered else _CLOSED
+            return not gathered
+        return True
 
     def _take(self) -> _Task | None:
         """The next task, now counted running; None closes the list."""
@@ -405,7 +414,7 @@ class BackgroundTasks:
             task = self._more.popleft()
         else:  # none is left: close the list, unless other threads added
             self._more = None  # tasks meanwhile (then the first is next)
-            if self._close_if_none_waits():
+            if self._close_to_threads(unless_gathered=self._closed):
                 return None
             task = self._first
             self._first = None
@@ -481,25 +490,9 @@ class BackgroundTasks:
         """Close the list if nothing was scheduled; True if it was empty."""
         if self._first is not None:
             return False
-        return self._close_if_none_waits()
-
-    def _close_if_none_waits(self) -> bool:
-        """Close the list if no task waits in it, what other threads added
-        included; True if none does. If some do, it stays as it was (set
-        back under the lock: a thread never finds it closed while tasks it
-        added wait)."""
-        if self._first is not None or self._more:
+        if self._more:  # (a 5xx's tasks that run on error)
             return False
-        was = self._closed
-        self._closed = _CLOSED  # first: see `_close_to_threads`
-        ledger = self._ledger
-        if ledger.adding or self._inbox is not None:
-            with ledger.lock:
-                self._gather()
-                waits = self._first is not None
-                self._closed = was if waits else _CLOSED
-            return not waits
-        return True
+        return self._close_to_threads(unless_gathered=self._closed)
 
 
 def add_task(func: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
